@@ -1,0 +1,374 @@
+"""Reads the parts of an avatar folder that Blender needs (numpy + stdlib, no bpy).
+
+The ``io`` half of the importer (see docs/FORMATS.md, "Avatar folder"): files are parsed and
+checked here into plain arrays; :mod:`addon.importer` builds Blender data from them. Every
+problem is an :class:`~addon.errors.AvatarError` that names the file, the key and the expected
+versus found shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AvatarError, MapsError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["HeadData", "Bindings", "Tracking", "MapEntry", "AvatarData",
+           "read_head", "read_bindings", "read_tracking", "read_maps_manifest", "read_avatar"]
+
+HEAD_FILE = Path("blender") / "head.npz"
+BINDINGS_FILE = Path("blender") / "bindings.npz"
+TRACKING_FILE = Path("tracking.npz")
+MAPS_DIR = Path("maps")
+MAPS_MANIFEST = MAPS_DIR / "maps.json"
+
+#: Colour space of a map when maps.json does not say (DESIGN: colour is sRGB, the rest data).
+DEFAULT_COLORSPACE = {"color": "sRGB"}
+
+
+@dataclass
+class HeadData:
+    """blender/head.npz: the subject's head with the learnt deltas folded in (FLAME canonical, m).
+
+    Attributes:
+        name: head model name (e.g. "FLAME 2020" or the demo head's name).
+        v_template: rest vertices, subject shape applied. [V, 3] float32
+        faces: triangles, mesh faces then mouth faces. [F+M, 3] int32
+        faces_uv: UV indices per triangle corner. [F+M, 3] int32
+        uvs: texture coordinates, OBJ convention (origin bottom-left). [T, 2] float32
+        exprdirs: expression basis incl. learnt ΔE, m per unit. [V, 3, E] float32
+        posedirs: pose correctives incl. learnt ΔP (smplx layout). [(J-1)*9, V*3] float32
+        J_regressor: joint regressor. [J, V] float32
+        parents: parent joint index, -1 for the root. [J] int32
+        lbs_weights: skinning weights. [V, J] float32
+        joint_names: joint names, root first. [J]
+        num_mouth_faces: M, the trailing faces that close the mouth.
+    """
+
+    name: str
+    v_template: np.ndarray
+    faces: np.ndarray
+    faces_uv: np.ndarray
+    uvs: np.ndarray
+    exprdirs: np.ndarray
+    posedirs: np.ndarray
+    J_regressor: np.ndarray
+    parents: np.ndarray
+    lbs_weights: np.ndarray
+    joint_names: list[str]
+    num_mouth_faces: int = 0
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.v_template.shape[0])
+
+    @property
+    def num_expressions(self) -> int:
+        return int(self.exprdirs.shape[2])
+
+    @property
+    def num_joints(self) -> int:
+        return int(self.J_regressor.shape[0])
+
+    def rest_joints(self) -> np.ndarray:
+        """Rest joints J0 = J_regressor · v_template, m, FLAME canonical. [J, 3] float64"""
+        return self.J_regressor.astype(np.float64) @ self.v_template.astype(np.float64)
+
+
+@dataclass
+class Bindings:
+    """blender/bindings.npz: where each Gaussian sits on the mesh.
+
+    Attributes:
+        face_idx: triangle index into ``HeadData.faces``. [N] int32
+        bary: barycentric coordinates in that triangle. [N, 3] float32
+        uv: texture coordinates, OBJ convention. [N, 2] float32
+    """
+
+    face_idx: np.ndarray
+    bary: np.ndarray
+    uv: np.ndarray
+
+
+@dataclass
+class Tracking:
+    """tracking.npz: the per-frame FLAME parameters and cameras of the training video.
+
+    Attributes:
+        expr: expression coefficients. [T, E'] float32
+        pose: axis-angle per joint, root first, rad. [T, J*3] float32
+        translation: global translation added after LBS, m (zeros if absent). [T, 3] float32
+        viewmat: world→camera, OpenCV axes, m. [T, 4, 4] float32
+        K: intrinsics, px. [T, 3, 3] float32
+        width: image width, px.
+        height: image height, px.
+        frame_names: source frame names. [T]
+        split: 0 = train, 1 = test. [T] int8
+    """
+
+    expr: np.ndarray
+    pose: np.ndarray
+    translation: np.ndarray
+    viewmat: np.ndarray
+    K: np.ndarray
+    width: int
+    height: int
+    frame_names: list[str] = field(default_factory=list)
+    split: np.ndarray | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.expr.shape[0])
+
+
+@dataclass
+class MapEntry:
+    """One baked UV map listed in maps/maps.json.
+
+    Attributes:
+        name: attribute name ("color", "opacity", "scale", "rotation", "offset", ...).
+        path: the map file (EXR, or PNG for 8-bit maps).
+        channels: number of meaningful channels (Blender always loads RGBA).
+        colorspace: Blender colour space name ("sRGB" for colour, "Non-Color" for data).
+    """
+
+    name: str
+    path: Path
+    channels: int
+    colorspace: str
+
+
+@dataclass
+class AvatarData:
+    """Everything :func:`read_avatar` found in an avatar folder."""
+
+    folder: Path
+    head: HeadData
+    bindings: Bindings | None
+    tracking: Tracking | None
+    maps: list[MapEntry]
+    warnings: list[str]
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise AvatarError(f"{path}: file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise AvatarError(f"{path}: cannot read .npz ({exc})") from exc
+
+
+def _require(data: dict, path: Path, key: str, ndim: int, dtype_kind: str = "f") -> np.ndarray:
+    if key not in data:
+        raise AvatarError(f"{path}: missing key '{key}' (found keys {sorted(data)})")
+    arr = np.asarray(data[key])
+    if arr.ndim != ndim:
+        raise AvatarError(f"{path}: '{key}' must have {ndim} dimensions, found shape {arr.shape}")
+    if dtype_kind == "f" and arr.dtype.kind not in "fiu":
+        raise AvatarError(f"{path}: '{key}' must be numeric, found dtype {arr.dtype}")
+    if dtype_kind == "i" and arr.dtype.kind not in "iu":
+        raise AvatarError(f"{path}: '{key}' must be integer, found dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise AvatarError(f"{path}: '{key}' contains NaN or Inf")
+    return arr
+
+
+def _expect_shape(path: Path, key: str, arr: np.ndarray, shape: tuple) -> None:
+    if arr.shape != shape:
+        raise AvatarError(f"{path}: '{key}' must have shape {list(shape)}, found {list(arr.shape)}")
+
+
+def read_head(path: Path) -> HeadData:
+    """Reads and checks blender/head.npz (docs/FORMATS.md).
+
+    Raises:
+        AvatarError: missing file or key, or shapes that do not fit together.
+    """
+    path = Path(path)
+    d = _load_npz(path)
+    v = _require(d, path, "v_template", 2).astype(np.float32)
+    if v.shape[1] != 3:
+        raise AvatarError(f"{path}: 'v_template' must be [V, 3], found {list(v.shape)}")
+    V = v.shape[0]
+    faces = _require(d, path, "faces", 2, "i").astype(np.int32)
+    faces_uv = _require(d, path, "faces_uv", 2, "i").astype(np.int32)
+    uvs = _require(d, path, "uvs", 2).astype(np.float32)
+    exprdirs = _require(d, path, "exprdirs", 3).astype(np.float32)
+    posedirs = _require(d, path, "posedirs", 2).astype(np.float32)
+    J_reg = _require(d, path, "J_regressor", 2).astype(np.float32)
+    parents = _require(d, path, "parents", 1, "i").astype(np.int32)
+    weights = _require(d, path, "lbs_weights", 2).astype(np.float32)
+    J = J_reg.shape[0]
+    if faces.shape[1] != 3 or faces.min(initial=0) < 0 or faces.max(initial=0) >= V:
+        raise AvatarError(f"{path}: 'faces' must be [F, 3] indices in [0, {V}), "
+                          f"found shape {list(faces.shape)}, range [{faces.min()}, {faces.max()}]")
+    _expect_shape(path, "faces_uv", faces_uv, faces.shape)
+    if uvs.shape[1] != 2:
+        raise AvatarError(f"{path}: 'uvs' must be [T, 2], found {list(uvs.shape)}")
+    if faces_uv.min(initial=0) < 0 or faces_uv.max(initial=0) >= len(uvs):
+        raise AvatarError(f"{path}: 'faces_uv' indices must be in [0, {len(uvs)}), "
+                          f"found [{faces_uv.min()}, {faces_uv.max()}]")
+    if exprdirs.shape[:2] != (V, 3):
+        raise AvatarError(f"{path}: 'exprdirs' must be [{V}, 3, E], found {list(exprdirs.shape)}")
+    _expect_shape(path, "J_regressor", J_reg, (J, V))
+    _expect_shape(path, "posedirs", posedirs, ((J - 1) * 9, V * 3))
+    _expect_shape(path, "parents", parents, (J,))
+    _expect_shape(path, "lbs_weights", weights, (V, J))
+    if parents[0] != -1 or any(not (0 <= p < j) for j, p in enumerate(parents[1:], start=1)):
+        raise AvatarError(f"{path}: 'parents' must start with -1 and list each joint after its "
+                          f"parent, found {parents.tolist()}")
+    if "joint_names" in d:
+        names = [str(n) for n in np.asarray(d["joint_names"]).tolist()]
+        if len(names) != J or len(set(names)) != J:
+            raise AvatarError(f"{path}: 'joint_names' must be {J} unique names, found {names}")
+    else:
+        names = (["root", "neck", "jaw", "left_eye", "right_eye"] if J == 5
+                 else ["root"] + [f"joint{j}" for j in range(1, J)])
+    name = str(np.asarray(d["name"]).item()) if "name" in d else "head"
+    n_mouth = int(np.asarray(d.get("num_mouth_faces", 0)).item())
+    return HeadData(name=name, v_template=v, faces=faces, faces_uv=faces_uv, uvs=uvs,
+                    exprdirs=exprdirs, posedirs=posedirs, J_regressor=J_reg, parents=parents,
+                    lbs_weights=weights, joint_names=names, num_mouth_faces=n_mouth)
+
+
+def read_bindings(path: Path, num_faces: int) -> Bindings:
+    """Reads and checks blender/bindings.npz against a mesh of ``num_faces`` triangles.
+
+    Raises:
+        AvatarError: missing file/key, wrong shapes, or face indices out of range.
+    """
+    path = Path(path)
+    d = _load_npz(path)
+    face_idx = _require(d, path, "face_idx", 1, "i").astype(np.int32)
+    bary = _require(d, path, "bary", 2).astype(np.float32)
+    n = len(face_idx)
+    _expect_shape(path, "bary", bary, (n, 3))
+    if n and (face_idx.min() < 0 or face_idx.max() >= num_faces):
+        raise AvatarError(f"{path}: 'face_idx' must be in [0, {num_faces}) (the head's faces), "
+                          f"found [{face_idx.min()}, {face_idx.max()}]")
+    if "uv" in d:
+        uv = _require(d, path, "uv", 2).astype(np.float32)
+        _expect_shape(path, "uv", uv, (n, 2))
+    else:
+        uv = np.zeros((n, 2), np.float32)
+    return Bindings(face_idx=face_idx, bary=bary, uv=uv)
+
+
+def read_tracking(path: Path, num_joints: int) -> Tracking:
+    """Reads and checks tracking.npz (per-frame FLAME parameters and OpenCV cameras).
+
+    Raises:
+        AvatarError: missing file/key or inconsistent frame counts.
+    """
+    path = Path(path)
+    d = _load_npz(path)
+    expr = _require(d, path, "expr", 2).astype(np.float32)
+    T = expr.shape[0]
+    pose = _require(d, path, "pose", 2).astype(np.float32)
+    _expect_shape(path, "pose", pose, (T, num_joints * 3))
+    viewmat = _require(d, path, "viewmat", 3).astype(np.float32)
+    _expect_shape(path, "viewmat", viewmat, (T, 4, 4))
+    # K is per frame [T, 3, 3]; a single [3, 3] is accepted and repeated.
+    K = _require(d, path, "K", 3 if np.ndim(d.get("K", 0)) == 3 else 2).astype(np.float32)
+    if K.ndim == 2:
+        K = np.broadcast_to(K, (T, 3, 3)).copy()
+    _expect_shape(path, "K", K, (T, 3, 3))
+    if "translation" in d:
+        transl = _require(d, path, "translation", 2).astype(np.float32)
+        _expect_shape(path, "translation", transl, (T, 3))
+    else:
+        transl = np.zeros((T, 3), np.float32)
+    for key in ("width", "height"):
+        if key not in d:
+            raise AvatarError(f"{path}: missing key '{key}'")
+    width, height = int(np.asarray(d["width"]).item()), int(np.asarray(d["height"]).item())
+    if width < 1 or height < 1:
+        raise AvatarError(f"{path}: image size must be positive, found {width}x{height}")
+    names = [str(n) for n in np.asarray(d["frame_names"]).tolist()] if "frame_names" in d else []
+    split = np.asarray(d["split"]).astype(np.int8) if "split" in d else None
+    return Tracking(expr=expr, pose=pose, translation=transl, viewmat=viewmat, K=K, width=width,
+                    height=height, frame_names=names, split=split)
+
+
+def read_maps_manifest(folder: Path) -> list[MapEntry]:
+    """Reads maps/maps.json: ``{"maps": {name: {"file", "channels", "colorspace"}}}``.
+
+    Args:
+        folder: the avatar folder.
+    Returns:
+        the maps whose files exist, in manifest order.
+    Raises:
+        MapsError: maps.json unreadable, malformed, or a listed file missing.
+    """
+    manifest = Path(folder) / MAPS_MANIFEST
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise MapsError(f"{manifest}: not found (bake the avatar first)") from exc
+    except (OSError, ValueError) as exc:
+        raise MapsError(f"{manifest}: cannot read JSON ({exc})") from exc
+    maps = data.get("maps") if isinstance(data, dict) else None
+    if not isinstance(maps, dict) or not maps:
+        raise MapsError(f"{manifest}: expected a non-empty object under \"maps\", found {type(maps).__name__}")
+    entries = []
+    for name, info in maps.items():
+        if not isinstance(info, dict) or "file" not in info:
+            raise MapsError(f"{manifest}: maps.{name} must be an object with a \"file\", found {info!r}")
+        path = manifest.parent / str(info["file"])
+        if not path.is_file():
+            raise MapsError(f"{manifest}: maps.{name}: file {path} not found")
+        ch = info.get("channels", 4)
+        channels = len(ch) if isinstance(ch, (list, tuple)) else int(ch)
+        colorspace = str(info.get("colorspace") or DEFAULT_COLORSPACE.get(name, "Non-Color"))
+        entries.append(MapEntry(name=str(name), path=path, channels=channels, colorspace=colorspace))
+    return entries
+
+
+def read_avatar(folder: Path, *, with_tracking: bool = True, with_maps: bool = True) -> AvatarData:
+    """Reads an avatar folder for import.
+
+    blender/head.npz is required; bindings, tracking and maps are optional: when absent or
+    unreadable they are skipped with a warning in :attr:`AvatarData.warnings`.
+
+    Args:
+        folder: the avatar folder written by the engine.
+        with_tracking: read tracking.npz.
+        with_maps: read maps/maps.json.
+    Raises:
+        AvatarError: the folder or blender/head.npz is missing or malformed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AvatarError(f"{folder}: avatar folder not found")
+    if not (folder / HEAD_FILE).is_file():
+        raise AvatarError(f"{folder}: no {HEAD_FILE.as_posix()} — is this an avatar folder written by "
+                          "'Train'? (expected avatar.json, tracking.npz and blender/ inside)")
+    head = read_head(folder / HEAD_FILE)
+    warnings: list[str] = []
+    bindings = None
+    if (folder / BINDINGS_FILE).is_file():
+        bindings = read_bindings(folder / BINDINGS_FILE, len(head.faces))
+    else:
+        warnings.append(f"no {BINDINGS_FILE.as_posix()}: the avatar has no Gaussians to render")
+    tracking = None
+    if with_tracking:
+        if (folder / TRACKING_FILE).is_file():
+            tracking = read_tracking(folder / TRACKING_FILE, head.num_joints)
+        else:
+            warnings.append(f"no {TRACKING_FILE.as_posix()}: imported without the tracked sequence")
+    maps: list[MapEntry] = []
+    if with_maps:
+        try:
+            maps = read_maps_manifest(folder)
+        except MapsError as exc:
+            warnings.append(f"imported without maps: {exc}")
+    return AvatarData(folder=folder, head=head, bindings=bindings, tracking=tracking, maps=maps,
+                      warnings=warnings)

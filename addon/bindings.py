@@ -1,0 +1,141 @@
+"""Where an imported avatar keeps its Gaussian bindings and maps (docs/FORMATS.md, "Blender asset").
+
+The bindings live in a mesh object ``<name>_bindings``: one loose vertex per Gaussian at its rest
+position (FLAME canonical, m; parented to the head so it lines up in the viewport, never
+rendered) with point attributes
+
+- ``fate_face_idx`` (INT): triangle index into the head mesh's polygons,
+- ``fate_bary`` (FLOAT_VECTOR): barycentric coordinates in that triangle,
+- ``fate_uv`` (FLOAT2): texture coordinates, OBJ convention (origin bottom-left).
+
+The head object points at it with the custom property ``fate_bindings`` and at its map images
+with ``fate_map_<name>`` (e.g. ``fate_map_color``); ``fate_avatar_dir`` holds the avatar folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+__all__ = ["ATTR_FACE", "ATTR_BARY", "ATTR_UV", "PROP_BINDINGS", "PROP_AVATAR_DIR", "PROP_MAP_PREFIX",
+           "create_bindings_object", "find_bindings_object", "get_bindings", "get_map_images",
+           "get_avatar_dir", "find_head_object"]
+
+ATTR_FACE = "fate_face_idx"
+ATTR_BARY = "fate_bary"
+ATTR_UV = "fate_uv"
+PROP_BINDINGS = "fate_bindings"
+PROP_AVATAR_DIR = "fate_avatar_dir"
+PROP_ROLE = "fate_role"
+PROP_MAP_PREFIX = "fate_map_"
+
+
+def create_bindings_object(name: str, bindings, head_obj: bpy.types.Object, v_template: np.ndarray,
+                           faces: np.ndarray, collection: bpy.types.Collection) -> bpy.types.Object:
+    """Creates ``<name>_bindings`` (see the module doc) and links it from ``head_obj``.
+
+    Args:
+        name: avatar name.
+        bindings: :class:`addon.avatar_files.Bindings` (face_idx [N] int32, bary [N, 3], uv [N, 2]).
+        head_obj: the head mesh object.
+        v_template: rest vertices, FLAME canonical, m. [V, 3]
+        faces: the head's triangles (mesh + mouth). [F+M, 3] int32
+        collection: collection to link the object into.
+    Returns:
+        the bindings object.
+    """
+    n = len(bindings.face_idx)
+    pos = (bindings.bary[:, :, None] * v_template[faces[bindings.face_idx]]).sum(axis=1)
+    mesh = bpy.data.meshes.new(f"{name}_bindings")
+    mesh.vertices.add(n)
+    mesh.vertices.foreach_set("co", np.ascontiguousarray(pos, np.float32).reshape(-1))
+    for attr, kind, arr, field in ((ATTR_FACE, "INT", bindings.face_idx.astype(np.int32), "value"),
+                                   (ATTR_BARY, "FLOAT_VECTOR", bindings.bary, "vector"),
+                                   (ATTR_UV, "FLOAT2", bindings.uv, "vector")):
+        a = mesh.attributes.new(attr, kind, "POINT")
+        a.data.foreach_set(field, np.ascontiguousarray(arr).reshape(-1))
+    mesh.update()
+    obj = bpy.data.objects.new(f"{name}_bindings", mesh)
+    collection.objects.link(obj)
+    obj.parent = head_obj
+    obj.hide_render = True
+    obj.hide_select = True
+    obj[PROP_ROLE] = "bindings"
+    head_obj[PROP_BINDINGS] = obj
+    return obj
+
+
+def _original(obj):
+    return getattr(obj, "original", None) or obj
+
+
+def find_bindings_object(obj: bpy.types.Object) -> bpy.types.Object | None:
+    """The bindings object of a head (or the object itself if it holds the attributes)."""
+    obj = _original(obj)
+    if obj is None:
+        return None
+    if obj.type == "MESH" and ATTR_FACE in obj.data.attributes:
+        return obj
+    ref = obj.get(PROP_BINDINGS)
+    if isinstance(ref, bpy.types.Object):
+        return ref
+    for child in obj.children:
+        if child.type == "MESH" and ATTR_FACE in child.data.attributes:
+            return child
+    return None
+
+
+def get_bindings(obj: bpy.types.Object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Gaussian bindings of an imported avatar.
+
+    Args:
+        obj: the head object (original or evaluated), its rig's child, or the bindings object.
+    Returns:
+        face_idx: triangle index into the head mesh's polygons. [N] int32
+        bary: barycentric coordinates. [N, 3] float32
+        uv: texture coordinates, OBJ convention (origin bottom-left). [N, 2] float32
+    Raises:
+        KeyError: ``obj`` has no bindings (not an imported FATE avatar).
+    """
+    b = find_bindings_object(obj)
+    if b is None:
+        raise KeyError(f"object {getattr(obj, 'name', obj)!r} has no FATE bindings "
+                       f"(expected a '{PROP_BINDINGS}' property; import the avatar with FATE)")
+    mesh = b.data
+    n = len(mesh.vertices)
+    face_idx = np.empty(n, np.int32)
+    bary = np.empty(n * 3, np.float32)
+    uv = np.empty(n * 2, np.float32)
+    mesh.attributes[ATTR_FACE].data.foreach_get("value", face_idx)
+    mesh.attributes[ATTR_BARY].data.foreach_get("vector", bary)
+    mesh.attributes[ATTR_UV].data.foreach_get("vector", uv)
+    return face_idx, bary.reshape(n, 3), uv.reshape(n, 2)
+
+
+def get_map_images(obj: bpy.types.Object) -> dict[str, bpy.types.Image]:
+    """The map images of an imported avatar, by map name ("color", "opacity", ...)."""
+    obj = _original(find_head_object(obj) or obj)
+    return {key[len(PROP_MAP_PREFIX):]: value for key, value in obj.items()
+            if key.startswith(PROP_MAP_PREFIX) and isinstance(value, bpy.types.Image)}
+
+
+def get_avatar_dir(obj: bpy.types.Object) -> Path | None:
+    """The avatar folder an object was imported from, or None."""
+    obj = _original(find_head_object(obj) or obj)
+    value = obj.get(PROP_AVATAR_DIR) if obj is not None else None
+    return Path(value) if value else None
+
+
+def find_head_object(obj: bpy.types.Object | None) -> bpy.types.Object | None:
+    """The FATE head for a head, its rig, its bindings or its camera; None otherwise."""
+    obj = _original(obj) if obj is not None else None
+    if obj is None:
+        return None
+    if obj.get(PROP_ROLE) == "head":
+        return obj
+    for candidate in (obj.parent, *obj.children, *(obj.parent.children if obj.parent else ())):
+        if candidate is not None and candidate.get(PROP_ROLE) == "head":
+            return candidate
+    return None

@@ -1,0 +1,86 @@
+"""Map files ↔ Blender images, and the worker's preview image.
+
+Blender reads EXR/PNG with its own loaders; images always reference the files next to the
+avatar (never only packed), so painting can be saved back (:mod:`addon.maps_sync`).
+
+What Blender does with our maps (checked with bpy 5.0):
+
+- ``Image.pixels`` is bottom row first (files are top row first); Blender flips on load and
+  save, so UV lookups need no flip.
+- Every image is RGBA in Blender: a 1-channel (``Y``) EXR loads as grey (R = G = B = value,
+  A = 1); a 3-channel EXR gets A = 1.
+- The colour map is tagged sRGB so painting shows true colours; Blender converts a float sRGB
+  image to scene-linear on load, so ``Image.pixels`` of the colour map holds *linear* values
+  (apply the sRGB transfer function to get the map's values back) and ``Image.save()`` encodes
+  them back to sRGB (round trip within 2e-5).
+- Data maps are ``Non-Color``: ``Image.pixels`` holds the file's floats unchanged.
+- ``use_half_precision = False`` keeps float maps at 32 bits on the GPU too.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import bpy
+
+from .avatar_files import MapEntry
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PREVIEW_IMAGE_NAME", "load_map_image", "load_preview_image", "is_data_colorspace"]
+
+PREVIEW_IMAGE_NAME = "FATE Preview"
+
+_DATA_COLORSPACES = {"Non-Color", "Raw", "Linear", "Linear Rec.709", "Linear CIE-XYZ E", "Generic Data"}
+
+
+def is_data_colorspace(name: str) -> bool:
+    """Whether a colour space name means data (no colour transform on load/save)."""
+    return name in _DATA_COLORSPACES or name.lower().startswith("non-color")
+
+
+def _set_colorspace(img: bpy.types.Image, name: str) -> str:
+    try:
+        img.colorspace_settings.name = name
+    except TypeError:  # not a colour space of this Blender's OCIO config
+        fallback = "sRGB" if not is_data_colorspace(name) else "Non-Color"
+        log.warning("image %s: colour space %r unknown to this Blender, using %r", img.name, name, fallback)
+        img.colorspace_settings.name = fallback
+    return img.colorspace_settings.name
+
+
+def load_map_image(entry: MapEntry, image_name: str) -> bpy.types.Image:
+    """Loads one baked map as an image datablock that references its file.
+
+    Args:
+        entry: the map (file, channels, colour space) from maps.json.
+        image_name: datablock name to give the image.
+    Returns:
+        the image (re-read from disk if an image of that file already existed), with
+        custom properties ``fate_map`` (map name) and ``fate_channels``.
+    """
+    img = bpy.data.images.load(str(Path(entry.path).resolve()), check_existing=True)
+    if img.has_data:
+        img.reload()
+    img.name = image_name
+    _set_colorspace(img, entry.colorspace)
+    img.use_half_precision = False  # keep 32-bit floats (DESIGN: Blender facts)
+    if is_data_colorspace(img.colorspace_settings.name):
+        img.alpha_mode = "CHANNEL_PACKED"  # the 4th channel is data, never premultiplied
+    img["fate_map"] = entry.name
+    img["fate_channels"] = int(entry.channels)
+    return img
+
+
+def load_preview_image(path: str | Path) -> bpy.types.Image:
+    """Shows a worker preview file in the image datablock "FATE Preview" (created or reloaded)."""
+    path = str(Path(path).resolve())
+    img = bpy.data.images.get(PREVIEW_IMAGE_NAME)
+    if img is None:
+        img = bpy.data.images.load(path, check_existing=False)
+        img.name = PREVIEW_IMAGE_NAME
+    else:
+        img.filepath = path
+        img.reload()
+    return img

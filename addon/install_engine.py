@@ -1,0 +1,129 @@
+"""Installs the engine's Python packages into a new virtual environment (run as a script).
+
+    python install_engine.py --target DIR [--device auto|cuda|cpu] [--dry-run]
+
+Run by the "Install Engine" operator with Blender's own Python (``sys.executable``) as a worker
+job: it speaks the worker protocol (docs/PROTOCOL.md) on stdout — ``progress`` per step,
+``log`` lines from pip, then ``done {"python": ...}``, ``error`` or ``cancelled`` — and stops on a
+``{"type": "cancel"}`` stdin line or SIGTERM (exit 130). Standard library only; needs network
+access to PyPI (and download.pytorch.org for CPU-only torch). ``--dry-run`` reports the plan
+without running it (used by the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+PACKAGES = ["gsplat", "smplx", "numpy", "scipy", "safetensors", "imageio", "OpenEXR", "tqdm"]
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
+
+_cancel = threading.Event()
+_current: list[subprocess.Popen] = []
+
+
+def emit(type_: str, **fields) -> None:
+    print(json.dumps({"type": type_, "job": "install", "time": round(time.time(), 3), **fields}), flush=True)
+
+
+def venv_python(target: str) -> str:
+    if sys.platform == "win32":
+        return os.path.join(target, "Scripts", "python.exe")
+    return os.path.join(target, "bin", "python")
+
+
+def plan(target: str, device: str, python: str) -> list[tuple[str, list[str]]]:
+    """The install steps: (description, command)."""
+    vpy = venv_python(target)
+    torch_cmd = [vpy, "-m", "pip", "install", "torch"]
+    if device == "cpu" and sys.platform != "darwin":
+        torch_cmd += ["--index-url", TORCH_CPU_INDEX]
+    elif device in ("auto", "cuda") and sys.platform == "win32":
+        torch_cmd += ["--index-url", TORCH_CUDA_INDEX]  # PyPI's Windows torch is CPU-only
+    return [
+        ("create the virtual environment", [python, "-m", "venv", target]),
+        ("upgrade pip", [vpy, "-m", "pip", "install", "--upgrade", "pip"]),
+        ("install torch (large download)", torch_cmd),
+        ("install gsplat, smplx and the other packages", [vpy, "-m", "pip", "install", *PACKAGES]),
+        ("check the installation", [vpy, "-c", "import torch, smplx, safetensors; print('torch', torch.__version__)"]),
+    ]
+
+
+def _watch_stdin() -> None:
+    for line in sys.stdin:
+        text = line.strip()
+        if text == "cancel" or '"cancel"' in text:
+            _request_cancel()
+            return
+
+
+def _request_cancel(*_args) -> None:
+    _cancel.set()
+    for proc in list(_current):
+        if proc.poll() is None:
+            proc.terminate()
+
+
+def run_step(cmd: list[str]) -> int:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    _current.append(proc)
+    try:
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                print(line, file=sys.stderr, flush=True)  # full pip output goes to the job log
+                if line.startswith(("Collecting", "Successfully", "ERROR", "Downloading", "Installing")):
+                    emit("log", level="error" if line.startswith("ERROR") else "info", message=line[:300])
+        return proc.wait()
+    finally:
+        _current.remove(proc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", required=True, help="virtual environment folder to create")
+    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    parser.add_argument("--events", default="jsonl", choices=["jsonl"])
+    parser.add_argument("--dry-run", action="store_true", help="report the steps without running them")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _request_cancel)
+    threading.Thread(target=_watch_stdin, daemon=True).start()
+    steps = plan(os.path.abspath(args.target), args.device, sys.executable)
+    total = len(steps)
+    for i, (what, cmd) in enumerate(steps):
+        if _cancel.is_set():
+            emit("cancelled", checkpoint=None)
+            return 130
+        emit("progress", stage="install", step=i, total=total, eta_s=None)
+        emit("log", level="info", message=f"{i + 1}/{total}: {what}")
+        if args.dry_run:
+            emit("log", level="debug", message=" ".join(cmd))
+            continue
+        try:
+            rc = run_step(cmd)
+        except OSError as exc:
+            emit("error", message=f"cannot run {cmd[0]}: {exc}", traceback="")
+            return 1
+        if _cancel.is_set():
+            emit("cancelled", checkpoint=None)
+            return 130
+        if rc != 0:
+            emit("error", message=f"step '{what}' failed (exit code {rc}); see the log for pip's output. "
+                                  "Check the network connection, or install the packages yourself and set "
+                                  "the Worker Python in the preferences.", traceback="")
+            return 1
+    emit("progress", stage="install", step=total, total=total, eta_s=0)
+    emit("done", python=venv_python(os.path.abspath(args.target)), dry_run=bool(args.dry_run))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

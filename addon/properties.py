@@ -1,0 +1,66 @@
+"""Scene properties of the add-on: one PropertyGroup, ``Scene.fate`` (read as ``context.scene.fate``).
+
+Job fields are written only by :mod:`addon.jobs` on the main thread (timer callbacks).
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
+                       StringProperty)
+
+JOB_STATES = (
+    ("IDLE", "Idle", "No job has run yet"),
+    ("RUNNING", "Running", "A worker job is running"),
+    ("CANCELLING", "Cancelling", "Waiting for the worker to checkpoint and stop"),
+    ("DONE", "Done", "The last job finished"),
+    ("ERROR", "Error", "The last job failed"),
+    ("CANCELLED", "Cancelled", "The last job was cancelled (resume continues it)"),
+)
+
+
+class FATE_PG_scene(bpy.types.PropertyGroup):
+    """Per-scene FATE settings and the state of the current worker job."""
+
+    dataset_dir: StringProperty(name="Dataset", subtype="DIR_PATH",
+                                description="Tracked video folder (INSTA or IMavatar layout)")
+    avatar_dir: StringProperty(name="Avatar", subtype="DIR_PATH",
+                               description="Avatar folder: written by Train, read by Bake and Import")
+    steps: IntProperty(name="Steps", default=30000, min=1, soft_max=200000,
+                       description="Training steps (one frame per step)")
+    resume: BoolProperty(name="Resume", default=True,
+                         description="Continue from the last checkpoint in the avatar folder if there is one")
+    import_tracking: BoolProperty(name="Tracked Animation", default=True,
+                                  description="Import the training video's expressions, poses and camera")
+
+    job_kind: StringProperty(name="Job", description="Verb of the current/last job")
+    job_state: EnumProperty(name="State", items=JOB_STATES, default="IDLE")
+    job_stage: StringProperty(name="Stage")
+    progress: FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR",
+                            description="Progress of the current stage")
+    job_step: IntProperty(name="Step")
+    job_total: IntProperty(name="Total")
+    job_loss: FloatProperty(name="Loss", precision=5)
+    job_psnr: FloatProperty(name="PSNR", unit="NONE", description="Training PSNR, dB")
+    job_eta_s: FloatProperty(name="ETA", subtype="TIME_ABSOLUTE", unit="TIME_ABSOLUTE",
+                             description="Estimated seconds left in this stage")
+    job_message: StringProperty(name="Message", description="Latest message from the worker")
+    job_error: StringProperty(name="Error", description="Error of the last job")
+    job_log: StringProperty(name="Log", subtype="FILE_PATH", description="Log file of the current/last job")
+    job_checkpoint: StringProperty(name="Checkpoint", subtype="FILE_PATH")
+
+
+CLASSES = (FATE_PG_scene,)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.fate = PointerProperty(type=FATE_PG_scene)
+
+
+def unregister() -> None:
+    if hasattr(bpy.types.Scene, "fate"):
+        del bpy.types.Scene.fate
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

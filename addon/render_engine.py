@@ -1,0 +1,237 @@
+"""The "FATE Splats" render engine: viewport and final/animation renders of head avatars.
+
+Both paths use the one :class:`.splat_drawer.SplatDrawer`:
+
+- ``view_update`` / ``view_draw`` (3D viewport in Rendered shading): Gaussians are re-placed
+  when the depsgraph changes (frame, shape keys, bones, modifiers, object transforms) or the
+  maps change (:func:`tag_maps_changed`, or an image update seen by the depsgraph while
+  painting), re-sorted when the view changes, drawn into an offscreen and shown through
+  Blender's display-space shader (so the view transform applies, as for F12).
+- ``render`` (F12, animations, ``bpy.ops.render.render``; ``bl_use_gpu_context = True`` so it
+  also works in background mode): honours the scene camera (perspective / orthographic, lens,
+  sensor fit, shift, clip range), resolution and percentage, pixel aspect, the frame being
+  rendered, film transparency (else the world colour is the background) and writes the
+  "Depth" pass (camera z in meters, 1e10 where empty) when the view layer enables it. File
+  format and frame range are Blender's own output settings. Map images are re-read for every
+  rendered frame.
+
+Colour: splats carry encoded (sRGB) colours and composite in that space, like the engine; the
+Combined pass is that image decoded to scene-linear premultiplied RGBA. With the "Standard"
+view transform, an 8-bit output therefore holds exactly the engine's image values (other view
+transforms such as AgX change them, as for any render).
+
+Not supported: panoramic cameras, render borders (the full frame is rendered), motion blur,
+multi-view/stereo.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import bpy
+import numpy as np
+
+from . import splat_runtime
+from .splat_drawer import SplatDrawer, expected_depth, free_shaders, linear_background_to_encoded
+from .splat_runtime import SplatError, SplatGaussians
+
+log = logging.getLogger(__name__)
+
+ENGINE_ID = "FATE_SPLAT"
+
+LAST_RENDER_STATS: dict[str, float] = {}
+"""Timings (seconds) and counts of the last ``render()`` call: gaussians, upload, sort, draw,
+readback, total, n. For benchmarks and diagnostics."""
+
+# Existing property panels that make sense for this engine (output, format, frame range, film
+# transparency, depth pass, colour management, camera). Names missing in a Blender version are
+# skipped.
+_PANELS = (
+    "RENDER_PT_format", "RENDER_PT_format_presets", "RENDER_PT_frame_range",
+    "RENDER_PT_time_stretching", "RENDER_PT_output", "RENDER_PT_output_views",
+    "RENDER_PT_output_color_management", "RENDER_PT_encoding", "RENDER_PT_encoding_video",
+    "RENDER_PT_encoding_audio", "RENDER_PT_ffmpeg_presets", "RENDER_PT_post_processing",
+    "RENDER_PT_stamp", "RENDER_PT_stamp_note", "RENDER_PT_stamp_burn",
+    "RENDER_PT_color_management", "RENDER_PT_color_management_working_space",
+    "RENDER_PT_color_management_display_settings", "RENDER_PT_color_management_curves",
+    "RENDER_PT_color_management_advanced", "RENDER_PT_color_management_white_balance",
+    "RENDER_PT_opengl_film",
+    "VIEWLAYER_PT_layer", "VIEWLAYER_PT_layer_passes", "VIEWLAYER_PT_workbench_layer_passes_data",
+    "DATA_PT_context_camera", "DATA_PT_lens", "DATA_PT_camera", "DATA_PT_camera_display",
+    "DATA_PT_camera_safe_areas", "DATA_PT_camera_background_image", "CAMERA_PT_presets",
+    "DATA_PT_custom_props_camera", "WORLD_PT_context_world",
+)
+
+
+def _panel_classes() -> list[type]:
+    return [c for c in (getattr(bpy.types, name, None) for name in _PANELS)
+            if c is not None and hasattr(c, "COMPAT_ENGINES")]
+
+
+class FATE_RE_splats(bpy.types.RenderEngine):
+    """Gaussian head avatars as splats (FATE), in the viewport and in final renders."""
+
+    bl_idname = ENGINE_ID
+    bl_label = "FATE Splats"
+    bl_use_preview = False
+    bl_use_gpu_context = True
+    bl_use_postprocess = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._drawer: SplatDrawer | None = None
+        self._view_dirty = True
+        self._view_generation = -1
+
+    # ------------------------------------------------------------------ passes
+    def update_render_passes(self, scene=None, renderlayer=None) -> None:
+        """Declares Combined and, when the view layer enables it, the Depth pass."""
+        self.register_pass(scene, renderlayer, "Combined", 4, "RGBA", 'COLOR')
+        if renderlayer is not None and renderlayer.use_pass_z:
+            self.register_pass(scene, renderlayer, "Depth", 1, "Z", 'VALUE')
+
+    # ------------------------------------------------------------------ final render
+    def render(self, depsgraph: bpy.types.Depsgraph) -> None:
+        """Renders the current frame of ``depsgraph`` into the render result."""
+        t_start = time.perf_counter()
+        scene = depsgraph.scene
+        rd = scene.render
+        width, height = splat_runtime.render_size(rd)
+        cam_obj = scene.camera
+        if cam_obj is None:
+            self.report({'ERROR'}, "FATE Splats: the scene has no active camera")
+            return
+        cam_eval = cam_obj.evaluated_get(depsgraph)
+        try:
+            cam = splat_runtime.camera_from_object(
+                cam_eval, depsgraph, width, height, (rd.pixel_aspect_x, rd.pixel_aspect_y))
+            t0 = time.perf_counter()
+            gaussians = splat_runtime.scene_gaussians(depsgraph, resample=True)
+            t_gauss = time.perf_counter() - t0
+        except SplatError as exc:
+            self.report({'ERROR'}, f"FATE Splats: {exc}")
+            return
+        if self.test_break():
+            return
+
+        background = None
+        if not rd.film_transparent:
+            background = linear_background_to_encoded(splat_runtime.world_background(scene))
+        drawer = SplatDrawer()
+        try:
+            drawer.upload(gaussians)
+            combined, depth = drawer.render(cam, background)
+        finally:
+            drawer.free()
+
+        result = self.begin_result(0, 0, width, height, layer=depsgraph.view_layer.name)
+        layer = result.layers[0]
+        layer.passes["Combined"].rect.foreach_set(np.ascontiguousarray(combined).reshape(-1))
+        depth_pass = layer.passes.find("Depth")
+        if depth_pass >= 0:
+            layer.passes[depth_pass].rect.foreach_set(expected_depth(depth).reshape(-1))
+        self.end_result(result)
+
+        LAST_RENDER_STATS.clear()
+        LAST_RENDER_STATS.update(drawer.timings)
+        LAST_RENDER_STATS.update(gaussians=t_gauss, n=float(len(gaussians)),
+                                 total=time.perf_counter() - t_start)
+        log.debug("FATE Splats: frame %d, %d Gaussians, %dx%d: %s", scene.frame_current,
+                  len(gaussians), width, height, LAST_RENDER_STATS)
+
+    # ------------------------------------------------------------------ viewport
+    def view_update(self, context: bpy.types.Context, depsgraph: bpy.types.Depsgraph) -> None:
+        """Marks the Gaussians stale; image updates (painting) also mark the maps stale."""
+        self._view_dirty = True
+        for update in depsgraph.updates:
+            if isinstance(update.id, bpy.types.Image):
+                splat_runtime.tag_maps_changed(update.id.name)
+
+    def view_texture(self, depsgraph: bpy.types.Depsgraph, region_data, width: int,
+                     height: int, sync: bool = False):
+        """The viewport image as a scene-linear premultiplied RGBA16F texture.
+
+        Re-places the Gaussians when the depsgraph or the maps changed since the last call,
+        re-sorts when the view changed, draws and converts. Separate from :meth:`view_draw`
+        so it can be exercised headless (tests call it from ``render()``).
+
+        Args:
+            depsgraph: the viewport's depsgraph.
+            region_data: a ``RegionView3D`` (``view_matrix``, ``window_matrix``).
+            width, height: region size, pixels.
+            sync: wait for the GPU to finish drawing (benchmarks).
+        Returns:
+            ``gpu.types.GPUTexture``; empty (background only) when no avatar can be built.
+        """
+        scene = depsgraph.scene
+        if self._drawer is None:
+            self._drawer = SplatDrawer()
+        if self._view_dirty or self._view_generation != splat_runtime.maps_generation():
+            self._view_dirty = False
+            self._view_generation = splat_runtime.maps_generation()
+            try:
+                gaussians = splat_runtime.scene_gaussians(depsgraph)
+            except SplatError as exc:  # logged once per change, then nothing is drawn
+                log.error("FATE Splats viewport: %s", exc)
+                gaussians = SplatGaussians.empty()
+            self._drawer.upload(gaussians)
+        cam = splat_runtime.camera_from_view(region_data, width, height)
+        encoded = self._drawer.render_texture(cam, with_depth=False, fmt='RGBA16F', sync=sync)
+        background = None
+        if not scene.render.film_transparent:
+            background = linear_background_to_encoded(splat_runtime.world_background(scene))
+        return self._drawer.linearized_texture(encoded, background)
+
+    def view_draw(self, context: bpy.types.Context, depsgraph: bpy.types.Depsgraph) -> None:
+        """Draws the splats of the visible head objects for the region's view."""
+        import gpu
+        from gpu_extras.presets import draw_texture_2d
+
+        width, height = int(context.region.width), int(context.region.height)
+        if width <= 0 or height <= 0:
+            return
+        linear = self.view_texture(depsgraph, context.region_data, width, height)
+        gpu.state.blend_set('ALPHA_PREMULT')
+        self.bind_display_space_shader(depsgraph.scene)
+        draw_texture_2d(linear, (0, 0), width, height)
+        self.unbind_display_space_shader()
+        gpu.state.blend_set('NONE')
+
+
+CLASSES = (FATE_RE_splats,)
+"""Classes this module registers (addon/__init__ calls :func:`register`)."""
+
+
+def tag_maps_changed(image_name: str | None = None) -> None:
+    """Call after the map images changed (Sync Maps, edits): viewports re-read their pixels.
+
+    Args:
+        image_name: the changed image, or None for all maps.
+    """
+    splat_runtime.tag_maps_changed(image_name)
+    wm = getattr(bpy.context, "window_manager", None)
+    if wm is None:
+        return
+    for window in wm.windows:
+        for area in window.screen.areas:
+            if area.type == 'VIEW_3D':
+                area.tag_redraw()
+
+
+def register() -> None:
+    """Registers the engine and adds it to the existing panels it supports."""
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    for panel in _panel_classes():
+        panel.COMPAT_ENGINES.add(ENGINE_ID)
+
+
+def unregister() -> None:
+    """Removes the engine from the panels, unregisters it and drops caches and shaders."""
+    for panel in _panel_classes():
+        panel.COMPAT_ENGINES.discard(ENGINE_ID)
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
+    splat_runtime.clear_caches()
+    free_shaders()

@@ -1,0 +1,406 @@
+"""Neural baking: discrete Gaussians → continuous, editable UV maps (FATE §3.3, supp. §7.3, §9).
+
+BakeNet is a U-Net (supp. Fig. 10) that turns a fixed 11-channel Gaussian-noise map ℱ at map
+resolution into 11 attribute channels (scale 3, rotation 3 as axis-angle, colour 3, opacity 1,
+normal offset 1). Its convolutions act as the low-pass pre-filter ℋ of Eq. 11; the bilinear
+lookup at each Gaussian's UV is ℬ. Stage II of FATE: the trained avatar's bindings and learnt
+blendshapes are inherited and BakeNet is trained on the same image objective (§3.5).
+
+Channels are activated *per texel* before the bilinear lookup, so the written maps are exactly
+what training rendered: a baked avatar re-splatted from its maps (``engine.maps``) reproduces the
+baked renders. Scale uses the normalisation of Eq. 24 on the log scale.
+
+Deviations, documented: (1) before the image objective, BakeNet is warm-started for
+``warmup_steps`` by regressing the trained Gaussians' activated attributes at their UVs (this is
+the attribute term of Eq. 26 with a large weight, then switched off or to ``lambda_attr``); it
+makes CPU-sized bakes converge. (2) ``base_channels`` and ``depth`` are configurable (FATE: 64
+and 4 levels, 64→1024); CPU tests use a narrower net.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from engine import losses
+from engine.avatar_io import load_avatar, write_json, write_safetensors
+from engine.errors import CancelledError, ConfigError
+from engine.maps import gaussian_uvs, sample_maps, write_maps
+
+log = logging.getLogger(__name__)
+
+CHANNELS = {"scale": (0, 3), "rotation": (3, 6), "color": (6, 9), "opacity": (9, 10), "offset": (10, 11)}
+"""Slices of BakeNet's 11 output channels (supp. §7.3 order)."""
+
+
+@dataclass
+class BakeConfig:
+    """A baking job (FATE §3.3)."""
+
+    avatar: str = ""
+    """trained avatar folder; maps are written to <avatar>/maps"""
+    resolution: int = 512
+    """map resolution (FATE: 512)"""
+    steps: int = 10_000
+    """image-objective steps"""
+    warmup_steps: int = 500
+    """attribute-regression warm-start steps before the image objective"""
+    base_channels: int = 64
+    """first U-Net width (FATE: 64)"""
+    depth: int = 4
+    """U-Net down-sampling levels (FATE: 4, i.e. 64→1024)"""
+    lr: float = 1e-3
+    """Adam learning rate (supp. §7.3)"""
+    appearance_only: bool = False
+    """bake colour + opacity only; keep the trained geometry (supp. §9)"""
+    lambda_rotation: float = 0.0
+    """rotation regulariser ‖r_x‖² + ‖r_y‖² (Eq. 27): flatter splats, smoother maps"""
+    lambda_attr: float = 0.0
+    """attribute regulariser ‖v − v̄‖² to the trained values (Eq. 26) during the image stage"""
+    lambda_dssim: float = 0.2
+    """D-SSIM weight (perceptual term without VGG weights)"""
+    vgg_weights: str = ""
+    """VGG16 weights for the perceptual term (optional)"""
+    lambda_perceptual: float = 0.1
+    """VGG weight when vgg_weights is given"""
+    device: str = "auto"
+    """auto, cuda or cpu"""
+    rasterizer: str = "auto"
+    """auto, torch or gsplat"""
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """background colour"""
+    checkpoint_every: int = 500
+    """resumable checkpoint interval"""
+    preview_every: int = 0
+    """preview image interval (0 = never)"""
+    seed: int = 0
+    """random seed"""
+    resume: bool = False
+    """continue from <avatar>/maps_checkpoint if present"""
+
+    def __post_init__(self):
+        if self.resolution < 16 or self.resolution % (2 ** self.depth):
+            raise ConfigError(f"bake resolution must be >= 16 and divisible by 2^depth = {2 ** self.depth}, "
+                              f"found {self.resolution}")
+        self.background = tuple(float(c) for c in self.background)  # type: ignore[assignment]
+
+
+class _Block(nn.Sequential):
+    def __init__(self, cin: int, cout: int):
+        super().__init__(nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
+                         nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.2, inplace=True))
+
+
+class BakeNet(nn.Module):
+    """U-Net of supp. Fig. 10: 11 → base → ×2 per level (to base·2^depth) → back to base → 11.
+
+    Args:
+        base: channels after the first convolution (FATE: 64).
+        depth: number of 2× down-samplings (FATE: 4 → 1024 channels at the bottom).
+        in_channels, out_channels: 11 each (noise in, attributes out).
+    """
+
+    def __init__(self, base: int = 64, depth: int = 4, in_channels: int = 11, out_channels: int = 11):
+        super().__init__()
+        widths = [base * 2 ** i for i in range(depth + 1)]
+        self.inc = _Block(in_channels, widths[0])
+        self.down = nn.ModuleList(_Block(widths[i], widths[i + 1]) for i in range(depth))
+        self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2)
+                                for i in reversed(range(depth)))
+        self.dec = nn.ModuleList(_Block(2 * widths[i], widths[i]) for i in reversed(range(depth)))
+        self.out = nn.Conv2d(widths[0], out_channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: noise [B, 11, R, R] → raw attribute channels [B, 11, R, R]."""
+        skips = [self.inc(x)]
+        for block in self.down:
+            skips.append(block(F.max_pool2d(skips[-1], 2)))
+        h = skips.pop()
+        for up, dec in zip(self.up, self.dec):
+            h = dec(torch.cat([up(h), skips.pop()], dim=1))
+        return self.out(h)
+
+
+@dataclass
+class ScaleNorm:
+    """Eq. 24: s = s_max − softplus(−(v + s_mean) + s_max) on the log scale (GGHead-style)."""
+
+    s_mean: float
+    s_max: float
+
+    def __call__(self, v: Tensor) -> Tensor:
+        return self.s_max - F.softplus(-(v + self.s_mean) + self.s_max)
+
+    def inverse(self, s: Tensor) -> Tensor:
+        """v such that self(v) = s (s < s_max)."""
+        y = (self.s_max - s).clamp_min(1e-6)
+        return -(torch.log(torch.expm1(y)) - self.s_max) - self.s_mean
+
+
+def activate(raw: Tensor, scale_norm: ScaleNorm, shell: float) -> dict[str, Tensor]:
+    """Raw BakeNet output [11, R, R] → activated maps name → [R, R, C] (engine.maps units)."""
+    def ch(name):
+        a, b = CHANNELS[name]
+        return raw[a:b].permute(1, 2, 0)
+    return {
+        "color": torch.sigmoid(ch("color")),
+        "opacity": torch.sigmoid(ch("opacity")),
+        "scale": torch.exp(scale_norm(ch("scale"))),
+        "rotation": ch("rotation"),
+        "offset": shell * torch.tanh(ch("offset")),
+    }
+
+
+class Baker:
+    """Stage II of FATE: trains BakeNet on the image objective with the avatar's bindings."""
+
+    def __init__(self, cfg: BakeConfig, sink=None, cancel=None):
+        from engine.data import load_sequence
+        from engine.train import FrameImages, resize_sequence, resolve_device
+
+        self.cfg, self.sink, self.cancel = cfg, sink, cancel
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.dir = Path(cfg.avatar)
+        self.loaded = load_avatar(self.dir, self.device)
+        av = self.loaded.avatar
+        for p in list(av.gaussians.parameters()) + list(av.blendshapes.parameters()):
+            p.requires_grad_(False)
+        tr = self.loaded.tracking
+        dataset = self.loaded.meta.get("dataset", "")
+        seq = load_sequence(Path(dataset))
+        self.seq = resize_sequence(seq, max(int(tr["width"]), int(tr["height"])))
+        self.train_idx = [i for i in range(len(tr["split"])) if int(tr["split"][i]) == 0]
+        self.frames = FrameImages(self.seq, self.train_idx, cfg.background, self.device)
+        self.background = torch.tensor(cfg.background, dtype=torch.float32, device=self.device)
+        g = av.gaussians
+        self.uv = gaussian_uvs(g.face_idx, g.bary, av.head.uvs, av.head.faces_uv_all)
+        with torch.no_grad():
+            self.target = {k: v.detach() for k, v in g.activated().items()}
+            logs = g.scale_log.detach()
+            self.scale_norm = ScaleNorm(float(logs.mean()), float(logs.max()) + 0.5)
+        self.net = BakeNet(cfg.base_channels, cfg.depth).to(self.device)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.noise = torch.randn(1, 11, cfg.resolution, cfg.resolution, generator=gen).to(self.device)
+        self._init_output_bias()
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self.perceptual, self.perceptual_name = losses.make_perceptual_loss(
+            Path(cfg.vgg_weights) if cfg.vgg_weights else None)
+        self.step = 0
+
+    def _init_output_bias(self) -> None:
+        """Starts each output channel at the mean of its target (raw space), so step 0 renders a
+        plausible average avatar."""
+        t = self.target
+        with torch.no_grad():
+            b = self.net.out.bias
+            b[6:9] = torch.logit(t["color"].mean(0).clamp(0.02, 0.98))
+            b[9] = torch.logit(t["opacity"].mean().clamp(0.02, 0.98))
+            b[0:3] = self.scale_norm.inverse(torch.log(t["scale"]).mean(0))
+            b[10] = torch.atanh((t["offset"].mean() / self.loaded.avatar.gaussians.shell).clamp(-0.9, 0.9))
+
+    # ------------------------------------------------------------------ attributes
+    def maps(self) -> dict[str, Tensor]:
+        """Current activated maps, name → [R, R, C]."""
+        return activate(self.net(self.noise)[0], self.scale_norm, self.loaded.avatar.gaussians.shell)
+
+    def gaussian_attributes(self, maps: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per-Gaussian attributes (baked; geometry from the trained avatar when appearance_only)."""
+        vals = sample_maps(maps, self.uv)
+        if self.cfg.appearance_only:
+            for k in ("scale", "rotation", "offset"):
+                vals[k] = self.target[k]
+        return vals
+
+    def render(self, vals: dict[str, Tensor], i: int):
+        from engine.gaussians import place_gaussians
+        from engine.rotations import axis_angle_to_matrix
+        from engine.raster import rasterize
+
+        av = self.loaded.avatar
+        tr = self.loaded.tracking
+        from engine.cameras import Camera
+
+        shape = torch.as_tensor(tr["shape"], device=self.device)
+        expr = torch.as_tensor(tr["expr"][i], device=self.device)
+        pose = torch.as_tensor(tr["pose"][i], device=self.device)
+        trans = torch.as_tensor(tr["translation"][i], device=self.device)
+        cam = Camera(torch.as_tensor(tr["viewmat"][i], device=self.device),
+                     torch.as_tensor(tr["K"][i], device=self.device), int(tr["width"]), int(tr["height"]))
+        with torch.no_grad():
+            verts, _ = av.posed_vertices(shape[None], expr[None], pose[None], trans[None])
+        g = place_gaussians(verts[0], av.faces, av.gaussians.face_idx, av.gaussians.bary, vals["color"],
+                            vals["opacity"], vals["scale"], axis_angle_to_matrix(vals["rotation"]), vals["offset"])
+        return rasterize(g.means, g.covars, g.opacities, g.colors, cam, self.background, backend=self.cfg.rasterizer)
+
+    # ------------------------------------------------------------------ loop
+    def warmup_step(self) -> float:
+        """Attribute regression to the trained Gaussians (warm start; Eq. 26 form)."""
+        vals = self.gaussian_attributes(self.maps())
+        loss = sum(F.mse_loss(vals[k], self.target[k]) for k in ("color", "opacity"))
+        if not self.cfg.appearance_only:
+            loss = loss + F.mse_loss(torch.log(vals["scale"]), torch.log(self.target["scale"])) * 0.1
+            loss = loss + F.mse_loss(vals["offset"] / 0.001, self.target["offset"] / 0.001) * 0.1
+            loss = loss + _rotation_distance(vals["rotation"], self.target["rotation"]) * 0.1
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return float(loss)
+
+    def image_step(self, i: int) -> dict:
+        cfg = self.cfg
+        vals = self.gaussian_attributes(self.maps())
+        out = self.render(vals, i)
+        gt = self.frames.get(i)
+        loss = (out.image - gt).abs().mean()
+        if self.perceptual_name == "vgg":
+            loss = loss + cfg.lambda_perceptual * self.perceptual(out.image, gt)
+        elif cfg.lambda_dssim > 0:
+            loss = loss + cfg.lambda_dssim * self.perceptual(out.image, gt)
+        if cfg.lambda_rotation > 0 and not cfg.appearance_only:
+            loss = loss + cfg.lambda_rotation * vals["rotation"][:, :2].square().sum(-1).mean()  # Eq. 27
+        if cfg.lambda_attr > 0:
+            loss = loss + cfg.lambda_attr * sum(F.mse_loss(vals[k], self.target[k])  # Eq. 26
+                                                for k in ("color", "opacity"))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        mse = float((out.image.detach() - gt).square().mean())
+        return {"loss": float(loss), "psnr": -10 * math.log10(max(mse, 1e-12))}
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        ckpt = self.dir / "maps_checkpoint.safetensors"
+        if cfg.resume and ckpt.exists():
+            self._load_checkpoint(ckpt)
+        total = cfg.warmup_steps + cfg.steps
+        t0 = time.time()
+        order: list[int] = []
+        stats = {"loss": float("nan"), "psnr": float("nan")}
+        while self.step < total:
+            if self.cancel is not None and self.cancel.requested:
+                self._save_checkpoint(ckpt)
+                self.cancel.checkpoint = str(ckpt)
+                err = CancelledError(f"baking cancelled at step {self.step}; checkpoint {ckpt}")
+                err.checkpoint = str(ckpt)  # type: ignore[attr-defined]
+                raise err
+            if self.step < cfg.warmup_steps:
+                stats = {"loss": self.warmup_step(), "psnr": float("nan")}
+            else:
+                if not order:
+                    order = list(self.rng.permutation(self.train_idx))
+                stats = self.image_step(int(order.pop()))
+            self.step += 1
+            if self.sink is not None:
+                self.sink.progress("bake", self.step, total, loss=round(stats["loss"], 5),
+                                   psnr=None if math.isnan(stats["psnr"]) else round(stats["psnr"], 3))
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < total:
+                self._save_checkpoint(ckpt)
+        path = self.write()
+        if ckpt.exists():
+            ckpt.unlink()
+        return {"maps": str(path.parent), "seconds": round(time.time() - t0, 1), "steps": self.step}
+
+    @torch.no_grad()
+    def write(self) -> Path:
+        """Writes <avatar>/maps (EXR + previews + maps.json) and the BakeNet weights."""
+        maps = {k: v.detach().cpu() for k, v in self.maps().items()}
+        if self.cfg.appearance_only:
+            maps.update(direct_fit_maps(self.target, self.uv.cpu(), self.cfg.resolution,
+                                        names=("scale", "rotation", "offset")))
+        from engine.avatar_io import file_sha256
+        from engine.config import to_dict
+
+        path = write_maps(self.dir / "maps", maps, extra={
+            "source_avatar_sha256": file_sha256(self.dir / "gaussians.safetensors"),
+            "bake_config": to_dict(self.cfg)})
+        write_safetensors(self.dir / "bakenet.safetensors", dict(self.net.state_dict()))
+        return path
+
+    def _save_checkpoint(self, path: Path) -> None:
+        tensors = {f"net/{k}": v for k, v in self.net.state_dict().items()}
+        for j, (p, st) in enumerate(self.opt.state.items()):
+            for key in ("exp_avg", "exp_avg_sq", "step"):
+                tensors[f"adam/{j}/{key}"] = st[key]
+        tensors["step"] = torch.tensor(self.step)
+        write_safetensors(path, tensors)
+
+    def _load_checkpoint(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        t = load_file(str(path), device=str(self.device))
+        self.net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net/")})
+        for j, p in enumerate(self.net.parameters()):
+            if f"adam/{j}/exp_avg" in t:
+                self.opt.state[p] = {"step": t[f"adam/{j}/step"].cpu(), "exp_avg": t[f"adam/{j}/exp_avg"],
+                                     "exp_avg_sq": t[f"adam/{j}/exp_avg_sq"]}
+        self.step = int(t["step"])
+
+
+def _rotation_distance(a: Tensor, b: Tensor) -> Tensor:
+    """Mean squared geodesic-ish distance between axis-angle rotations (via matrices)."""
+    from engine.rotations import axis_angle_to_matrix
+    return (axis_angle_to_matrix(a) - axis_angle_to_matrix(b)).square().sum((-1, -2)).mean()
+
+
+@torch.no_grad()
+def direct_fit_maps(values: dict[str, Tensor], uv: Tensor, resolution: int, names=None) -> dict[str, Tensor]:
+    """Per-texel fit without BakeNet: each texel averages the Gaussians whose UV falls in it;
+    empty texels take the nearest filled texel (a push-pull fill). This is the 'direct
+    optimisation' baseline of FATE Fig. 4 (discontinuous maps), and the geometry maps of an
+    appearance-only bake.
+
+    Args:
+        values: name → activated values [N, C] or [N].
+        uv: [N, 2] OBJ convention.
+    Returns:
+        name → map [R, R, C].
+    """
+    R = resolution
+    col = (uv[:, 0] * R).floor().clamp(0, R - 1).long()
+    row = ((1 - uv[:, 1]) * R).floor().clamp(0, R - 1).long()
+    lin = row * R + col
+    count = torch.zeros(R * R).index_add_(0, lin, torch.ones(len(lin)))
+    out = {}
+    for name, v in values.items():
+        if names is not None and name not in names:
+            continue
+        v2 = v.detach().cpu().float().reshape(len(lin), -1)
+        acc = torch.zeros(R * R, v2.shape[1]).index_add_(0, lin, v2)
+        m = (acc / count.clamp_min(1)[:, None]).reshape(R, R, -1)
+        out[name] = _fill_holes(m, (count > 0).reshape(R, R))
+    return out
+
+
+def _fill_holes(m: Tensor, filled: Tensor) -> Tensor:
+    """Push-pull fill of texels where ``filled`` is False. m [R, R, C], filled bool [R, R]."""
+    if filled.all() or not filled.any():
+        return m
+    w = filled.float()[None, None]
+    x = (m.permute(2, 0, 1)[None]) * w
+    pyramid = [(x, w)]
+    while pyramid[-1][0].shape[-1] > 1:
+        x, w = F.avg_pool2d(pyramid[-1][0], 2, ceil_mode=True), F.avg_pool2d(pyramid[-1][1], 2, ceil_mode=True)
+        pyramid.append((x, w))
+    x, w = pyramid[-1]
+    est = x / w.clamp_min(1e-8)
+    for x, w in reversed(pyramid[:-1]):
+        up = F.interpolate(est, size=x.shape[-2:], mode="nearest")
+        est = torch.where(w > 0, x / w.clamp_min(1e-8), up)
+    return est[0].permute(1, 2, 0)
+
+
+def bake(cfg: BakeConfig, sink=None, cancel=None) -> dict:
+    """Runs a bake job and writes <avatar>/maps."""
+    return Baker(cfg, sink, cancel).run()

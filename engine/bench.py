@@ -1,0 +1,139 @@
+"""Benchmarks: ``python -m engine bench --suite ...`` prints markdown tables for docs/benchmarks.md.
+
+Suites:
+- ``raster``: rasteriser forward+backward iterations/s at 128² and 256² (the CPU reference, and
+  gsplat when CUDA is present).
+- ``densify``: sampling (FATE §3.2) vs threshold (3DGS) densification at equal iterations on the
+  synthetic demo sequence: held-out PSNR and final Gaussian count.
+- ``train``: training iterations/s, wall time, peak GPU memory and held-out PSNR for a schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchConfig:
+    """A benchmark run."""
+
+    suite: str = "raster"
+    """comma-separated: raster, densify, train"""
+    steps: int = 1500
+    """training steps for the densify/train suites"""
+    frames: int = 100
+    """synthetic sequence length for the densify/train suites"""
+    resolution: int = 128
+    """image size for the densify/train suites"""
+    gaussians: int = 20000
+    """Gaussian count for the raster suite"""
+    device: str = "auto"
+    """auto, cuda or cpu"""
+    workdir: str = ""
+    """where datasets/avatars are written (default: a temp folder)"""
+    out: str = ""
+    """write the results as JSON here too"""
+
+
+def bench_raster(n: int, resolutions=(128, 256), iters: int = 10, device: str = "cpu") -> list[dict]:
+    """Forward+backward it/s of each available rasteriser for n Gaussians at each resolution."""
+    from engine.raster import available_backends
+    from engine.raster.torch_ref import benchmark
+
+    rows = []
+    for backend in available_backends():
+        if backend == "gsplat" and device != "cuda":
+            continue
+        for res in resolutions:
+            if backend == "torch":
+                its = benchmark(n, res, iters)
+            else:
+                its = _bench_gsplat(n, res, iters)
+            rows.append({"backend": backend, "gaussians": n, "resolution": res, "it_per_s": round(its, 2)})
+    return rows
+
+
+def _bench_gsplat(n: int, res: int, iters: int) -> float:
+    from engine.raster.torch_ref import benchmark
+    return benchmark(n, res, iters, device="cuda", backend="gsplat")
+
+
+def _train_eval(dataset: Path, out: Path, steps: int, strategy: str, device: str) -> dict:
+    from engine.densify import DensifyConfig
+    from engine.evaluate import EvalConfig, run_eval
+    from engine.train import TrainConfig, train
+
+    every = max(steps // 5, 1)
+    cfg = TrainConfig(dataset=str(dataset), output=str(out), steps=steps, uv_resolution=96,
+                      device=device, preview_every=0, checkpoint_every=0,
+                      densify=DensifyConfig(strategy=strategy, start=every, every=every, count=800,
+                                            prune_every=every, reset_every=0))
+    t0 = time.time()
+    res = train(cfg)
+    seconds = time.time() - t0
+    m = run_eval(EvalConfig(avatar=str(out), split="test", device=device))
+    return {"strategy": strategy, "steps": steps, "psnr_test": round(m["psnr"], 2),
+            "ssim_test": round(m["ssim"], 4), "gaussians": res["num_gaussians"],
+            "seconds": round(seconds, 1), "it_per_s": round(steps / seconds, 2)}
+
+
+def run_bench(cfg: BenchConfig, sink=None) -> dict:
+    """Runs the requested suites and prints markdown tables on stderr (and JSON to ``out``)."""
+    from engine.synthetic import SyntheticConfig, write_synthetic_dataset
+    from engine.train import resolve_device, resolve_head_model
+
+    device = str(resolve_device(cfg.device))
+    work = Path(cfg.workdir) if cfg.workdir else Path(tempfile.mkdtemp(prefix="fate-bench-"))
+    results: dict = {"device": device,
+                     "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "CPU",
+                     "torch": torch.__version__}
+    suites = [s.strip() for s in cfg.suite.split(",") if s.strip()]
+    dataset = None
+    if any(s in ("densify", "train") for s in suites):
+        dataset = work / f"synthetic_{cfg.resolution}"
+        if not (dataset / "transforms_train.json").exists():
+            write_synthetic_dataset(dataset, resolve_head_model("demo"),
+                                    SyntheticConfig(frames=cfg.frames, resolution=cfg.resolution))
+    if "raster" in suites:
+        results["raster"] = bench_raster(cfg.gaussians, device=device)
+    if "densify" in suites:
+        results["densify"] = [_train_eval(dataset, work / f"avatar_{s}", cfg.steps, s, device)
+                              for s in ("sampling", "threshold")]
+    if "train" in suites:
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        row = _train_eval(dataset, work / "avatar_train", cfg.steps, "sampling", device)
+        if device == "cuda":
+            row["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        results["train"] = [row]
+    text = format_tables(results)
+    import sys
+    print(text, file=sys.stderr)
+    if cfg.out:
+        Path(cfg.out).write_text(json.dumps(results, indent=2))
+    return results
+
+
+def format_tables(results: dict) -> str:
+    """Markdown tables of each suite's rows."""
+    parts = [f"device: {results['device_name']} ({results['device']}), torch {results['torch']}"]
+    for key, rows in results.items():
+        if not isinstance(rows, list) or not rows:
+            continue
+        cols = list(rows[0].keys())
+        parts.append(f"\n### {key}\n")
+        parts.append("| " + " | ".join(cols) + " |")
+        parts.append("|" + "---|" * len(cols))
+        for r in rows:
+            parts.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
+    return "\n".join(parts)

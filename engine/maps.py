@@ -1,0 +1,258 @@
+"""UV attribute maps ↔ Gaussians (FATE §3.3): the editable form of a baked avatar.
+
+A map is an image over the head model's UV layout, stored top row first (row 0 ↔ v≈1; the UV
+origin is bottom-left, docs/ARCHITECTURE.md). Values are *activated* attributes:
+
+========== ==== ============================================= ===========
+map        ch.  value                                          colour space
+========== ==== ============================================= ===========
+color      3    encoded (sRGB) colour in [0, 1]                sRGB
+opacity    1    opacity in [0, 1]                              Non-Color
+scale      3    multiple of the face scale k_f (world σ = k_f·s) Non-Color
+rotation   3    axis-angle in the face frame, radians          Non-Color
+offset     1    meters along the unit face normal               Non-Color
+========== ==== ============================================= ===========
+
+A Gaussian takes the bilinearly interpolated (clamp-to-edge) value at its UV coordinate.
+Files: one float32 OpenEXR per map, an 8-bit PNG preview, and ``maps.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from engine.errors import MapsError
+
+log = logging.getLogger(__name__)
+
+MAPS_FORMAT = "fate-maps"
+MAPS_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """What one attribute map holds."""
+
+    name: str
+    channels: int
+    colorspace: str
+    units: str
+    preview_range: tuple[float, float]
+
+
+MAP_SPECS: dict[str, MapSpec] = {
+    "color": MapSpec("color", 3, "sRGB", "encoded colour, [0, 1]", (0.0, 1.0)),
+    "opacity": MapSpec("opacity", 1, "Non-Color", "opacity, [0, 1]", (0.0, 1.0)),
+    "scale": MapSpec("scale", 3, "Non-Color", "multiple of the face scale (mean edge length)", (0.0, 1.5)),
+    "rotation": MapSpec("rotation", 3, "Non-Color", "axis-angle in the face frame, radians", (-math.pi, math.pi)),
+    "offset": MapSpec("offset", 1, "Non-Color", "meters along the face normal", (-0.01, 0.01)),
+}
+
+
+def sample_maps(maps: dict[str, Tensor], uv: Tensor) -> dict[str, Tensor]:
+    """Bilinear, clamp-to-edge lookup of every map at UV coordinates.
+
+    Args:
+        maps: name → map [H, W, C] (row 0 = top = v≈1).
+        uv: OBJ-convention UV coordinates (origin bottom-left). [N, 2]
+    Returns:
+        name → values [N, C] (opacity and offset [N]).
+    """
+    out = {}
+    for name, m in maps.items():
+        vals = sample_map(m, uv)
+        out[name] = vals[:, 0] if MAP_SPECS.get(name, MapSpec(name, 0, "", "", (0, 1))).channels == 1 else vals
+    return out
+
+
+def sample_map(m: Tensor, uv: Tensor) -> Tensor:
+    """Bilinear, clamp-to-edge lookup of one map [H, W, C] at uv [N, 2] → [N, C].
+
+    Texel (row r, col c) has its centre at uv ((c + 0.5) / W, 1 − (r + 0.5) / H).
+    """
+    grid = torch.stack([2.0 * uv[:, 0] - 1.0, 1.0 - 2.0 * uv[:, 1]], dim=-1).to(m.dtype)
+    img = m.permute(2, 0, 1)[None]
+    vals = F.grid_sample(img, grid[None, None], mode="bilinear", padding_mode="border", align_corners=False)
+    return vals[0, :, 0, :].T
+
+
+def gaussian_uvs(face_idx: Tensor, bary: Tensor, uvs: np.ndarray, faces_uv: np.ndarray) -> Tensor:
+    """UV coordinate of each Gaussian from its binding. [N, 2] (OBJ convention)."""
+    tri = torch.as_tensor(uvs, dtype=torch.float32, device=bary.device)[
+        torch.as_tensor(faces_uv, dtype=torch.long, device=bary.device)[face_idx]]
+    return (bary[..., None] * tri).sum(dim=-2)
+
+
+# ---------------------------------------------------------------------- maps -> Gaussians
+@torch.no_grad()
+def set_gaussians_from_maps(gaussians, maps: dict[str, Tensor], uv: Tensor) -> None:
+    """Overwrites a :class:`engine.gaussians.UVGaussians`' attributes with the maps' values at their
+    UVs (inverse activations of engine.gaussians), e.g. to render an edited avatar."""
+    from engine.gaussians import SH_C0, inverse_sigmoid
+    from engine.rotations import axis_angle_to_quaternion
+
+    vals = sample_maps({k: v.to(uv.device) for k, v in maps.items()}, uv)
+    g = gaussians
+    if "color" in vals:
+        g.sh0.data = (vals["color"].clamp(0, 1) - 0.5) / SH_C0
+    if "opacity" in vals:
+        g.opacity_logit.data = inverse_sigmoid(vals["opacity"])
+    if "scale" in vals:
+        g.scale_log.data = torch.log(vals["scale"].clamp_min(1e-8))
+    if "rotation" in vals:
+        g.rotation.data = axis_angle_to_quaternion(vals["rotation"])
+    if "offset" in vals:
+        ratio = (vals["offset"] / g.shell).clamp(-0.999999, 0.999999)
+        g.offset_raw.data = torch.atanh(ratio)
+
+
+def outside_islands(uv: Tensor, island: np.ndarray) -> Tensor:
+    """Gaussians whose UV's nearest texel is not covered by any UV face (bool [N])."""
+    h, w = island.shape
+    col = (uv[:, 0] * w).floor().clamp(0, w - 1).long().cpu()
+    row = ((1 - uv[:, 1]) * h).floor().clamp(0, h - 1).long().cpu()
+    return ~torch.as_tensor(island)[row, col]
+
+
+def load_maps_into(gaussians, maps_dir: Path, head) -> dict[str, Tensor]:
+    """Reads (validated) maps from ``maps_dir`` and re-splats ``gaussians`` from them.
+
+    Warns (once, with the count) about Gaussians whose UV lies outside every UV island: they
+    take the clamped border value of the nearest texel instead of NaNs.
+
+    Returns:
+        the maps that were applied.
+    """
+    from engine.uv import island_mask
+
+    maps, manifest = load_maps(maps_dir)
+    uv = gaussian_uvs(gaussians.face_idx, gaussians.bary, head.uvs, head.faces_uv_all)
+    res = manifest["resolution"]
+    outside = outside_islands(uv, island_mask(head.uvs, head.faces_uv_all, res))
+    if outside.any():
+        log.warning("%d of %d Gaussians have UVs outside every UV island of %s; they use the "
+                    "nearest texel's value", int(outside.sum()), len(uv), maps_dir)
+    set_gaussians_from_maps(gaussians, maps, uv)
+    return maps
+
+
+# ---------------------------------------------------------------------- files
+def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = None) -> Path:
+    """Writes maps as float32 EXR + PNG previews + maps.json (atomic). Returns maps.json's path."""
+    from engine.avatar_io import write_json
+    from engine.image_io import write_exr, write_png
+
+    maps_dir = Path(maps_dir)
+    maps_dir.mkdir(parents=True, exist_ok=True)
+    entries = {}
+    res = None
+    for name, m in maps.items():
+        spec = MAP_SPECS[name]
+        arr = m.detach().cpu().float().numpy()
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        if arr.shape[-1] != spec.channels:
+            raise MapsError(f"map {name}: expected {spec.channels} channels, found {arr.shape[-1]}")
+        res = arr.shape[0]
+        write_exr(maps_dir / f"{name}.exr", arr.astype(np.float32))
+        lo, hi = spec.preview_range
+        prev = np.clip((arr - lo) / (hi - lo), 0, 1)
+        write_png(maps_dir / f"{name}.png", prev if spec.channels != 1 else prev[..., 0])
+        entries[name] = {"file": f"{name}.exr", "preview": f"{name}.png", "channels": spec.channels,
+                         "colorspace": spec.colorspace, "units": spec.units,
+                         "min": float(arr.min()), "max": float(arr.max())}
+    manifest = {"format": MAPS_FORMAT, "format_version": MAPS_FORMAT_VERSION, "resolution": res,
+                "uv_origin": "bottom-left; files store the top row (v=1) first", "maps": entries}
+    manifest.update(extra or {})
+    path = maps_dir / "maps.json"
+    write_json(path, manifest)
+    return path
+
+
+def load_maps(maps_dir: Path, names=None) -> tuple[dict[str, Tensor], dict]:
+    """Reads and validates maps written by :func:`write_maps` (possibly edited elsewhere).
+
+    A map whose resolution differs from maps.json's is resampled (bilinear) with a warning.
+
+    Raises:
+        MapsError: missing manifest or file, wrong channel count, NaN/Inf values (naming the file).
+    """
+    import json
+
+    from engine.image_io import read_image
+
+    maps_dir = Path(maps_dir)
+    mpath = maps_dir / "maps.json"
+    if not mpath.exists():
+        raise MapsError(f"{mpath} is missing: bake the avatar first (python -m engine bake)")
+    manifest = json.loads(mpath.read_text())
+    if manifest.get("format") != MAPS_FORMAT:
+        raise MapsError(f"{mpath}: format {manifest.get('format')!r}, expected {MAPS_FORMAT!r}")
+    res = int(manifest["resolution"])
+    out = {}
+    for name, entry in manifest["maps"].items():
+        if names is not None and name not in names:
+            continue
+        spec = MAP_SPECS.get(name)
+        if spec is None:
+            raise MapsError(f"{mpath}: unknown map {name!r}; known: {sorted(MAP_SPECS)}")
+        fpath = maps_dir / entry["file"]
+        if not fpath.exists():
+            raise MapsError(f"{fpath} is missing (listed in {mpath})")
+        arr = np.asarray(read_image(fpath), dtype=np.float32)
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        if arr.shape[-1] == 4 and spec.channels == 3:
+            arr = arr[..., :3]
+        if arr.shape[-1] != spec.channels:
+            raise MapsError(f"{fpath}: expected {spec.channels} channel(s) for the {name} map, "
+                            f"found {arr.shape[-1]}")
+        if not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).sum())
+            raise MapsError(f"{fpath}: {bad} NaN/Inf value(s) in the {name} map")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        if t.shape[0] != res or t.shape[1] != res:
+            log.warning("%s is %dx%d, maps.json says %d²: resampling", fpath, t.shape[1], t.shape[0], res)
+            t = F.interpolate(t.permute(2, 0, 1)[None], size=(res, res), mode="bilinear",
+                              align_corners=False)[0].permute(1, 2, 0)
+        out[name] = t
+    return out, manifest
+
+
+# ---------------------------------------------------------------------- editing
+def apply_sticker(color_map: Tensor, sticker: Tensor, uv_box: tuple[float, float, float, float]) -> Tensor:
+    """Alpha-composites an RGBA image into a UV rectangle of the colour map (FATE's sticker edit).
+
+    Args:
+        color_map: [H, W, 3] encoded colour, row 0 = top (v≈1).
+        sticker: [h, w, 4] (or [h, w, 3] = opaque) in [0, 1], row 0 = top.
+        uv_box: (u0, v0, u1, v1) with u0 < u1, v0 < v1 in [0, 1], OBJ convention (v up).
+    Returns:
+        the edited map (a new tensor). [H, W, 3]
+    Raises:
+        MapsError: an empty or out-of-range box.
+    """
+    u0, v0, u1, v1 = uv_box
+    if not (0 <= u0 < u1 <= 1 and 0 <= v0 < v1 <= 1):
+        raise MapsError(f"uv box must satisfy 0 <= u0 < u1 <= 1 and 0 <= v0 < v1 <= 1, found {uv_box}")
+    H, W, _ = color_map.shape
+    c0, c1 = int(round(u0 * W)), int(round(u1 * W))
+    r0, r1 = int(round((1 - v1) * H)), int(round((1 - v0) * H))
+    if c1 <= c0 or r1 <= r0:
+        raise MapsError(f"uv box {uv_box} covers no texel of a {W}x{H} map")
+    if sticker.shape[-1] == 3:
+        sticker = torch.cat([sticker, torch.ones_like(sticker[..., :1])], dim=-1)
+    patch = F.interpolate(sticker.permute(2, 0, 1)[None].float(), size=(r1 - r0, c1 - c0),
+                          mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+    out = color_map.clone()
+    a = patch[..., 3:4].clamp(0, 1)
+    out[r0:r1, c0:c1] = patch[..., :3] * a + out[r0:r1, c0:c1] * (1 - a)
+    return out

@@ -1,0 +1,62 @@
+"""The sidebar panels and the preferences draw without errors in every job state (background mode
+has no UI, so ``draw`` runs against a recording stand-in for ``UILayout``)."""
+
+from __future__ import annotations
+
+import pytest
+
+bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
+
+from addon_package import registered, submodule  # noqa: E402,F401
+
+
+class FakeLayout:
+    """Accepts any UILayout call; records operator ids and labels; returns itself for sub-layouts."""
+
+    def __init__(self, log=None):
+        self.log = log if log is not None else []
+        self.alert = False
+
+    def operator(self, idname, **kwargs):
+        assert idname.count(".") == 1, idname
+        self.log.append(("operator", idname))
+        return type("OpProps", (), {})()
+
+    def label(self, text="", **kwargs):
+        self.log.append(("label", text))
+
+    def prop(self, data, name, **kwargs):
+        assert hasattr(data, name), name
+        self.log.append(("prop", name))
+
+    def __getattr__(self, name):  # row, column, box, separator, progress, ...
+        return lambda *a, **k: self
+
+
+class _Self:
+    def __init__(self):
+        self.layout = FakeLayout()
+
+
+@pytest.mark.parametrize("state", ["IDLE", "RUNNING", "ERROR", "DONE", "CANCELLED"])
+def test_sidebar_draws(registered, state):
+    sidebar = submodule("panels.sidebar")
+    scene = bpy.context.scene
+    scene.fate.job_state = state
+    scene.fate.job_kind = "train"
+    scene.fate.job_total = 100 if state != "IDLE" else 0
+    scene.fate.job_error = "train failed: something (full log: /tmp/x.log)" if state == "ERROR" else ""
+    for cls in sidebar.CLASSES:
+        panel = _Self()
+        assert cls.poll(bpy.context)
+        cls.draw(panel, bpy.context)
+        ops = [v for k, v in panel.layout.log if k == "operator"]
+        if cls is sidebar.FATE_PT_avatar:
+            assert [o for o in ops if o.startswith("fate.")][:4] == ["fate.train_start", "fate.bake_start", "fate.import_avatar", "fate.sync_maps"]
+        if cls is sidebar.FATE_PT_job and state != "IDLE":
+            assert "fate.job_cancel" in ops and "fate.job_log_open" in ops
+    prefs_cls = submodule("addon.preferences").FATE_AddonPreferences
+    fake_prefs = type("P", (), {"flame_dir": "", "python_path": "", "device": "AUTO", "worker_status": "ok",
+                                "layout": FakeLayout()})()
+    prefs_cls.draw(fake_prefs, bpy.context)
+    assert ("operator", "fate.check_worker") in fake_prefs.layout.log
