@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     _job_parser(sub, "bench", BenchConfig, "speed/quality benchmarks (tables for docs/benchmarks.md)")
     from engine.bake import BakeConfig
     _job_parser(sub, "bake", BakeConfig, "neural baking of a trained avatar into UV maps (FATE §3.3)")
+    from engine.demo import DemoConfig
+    _job_parser(sub, "demo", DemoConfig, "the main job: Cycles-rendered demo subject → train → bake → Blender "
+                "(outputs in --out: metrics.json, contact_sheet.png, turntable.mp4, demo.blend)")
     p = sub.add_parser("edit", help="alpha-composite a sticker image into the colour map")
     p.add_argument("--avatar", required=True, type=Path, help="baked avatar folder")
     p.add_argument("--sticker", required=True, type=Path, help="RGBA (or RGB) image")
@@ -113,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bake":
         from engine.bake import bake
         return run_job("bake", lambda sink, cancel: bake(cfg, sink, cancel), mode)
+    if args.command == "demo":
+        from engine.demo import run_demo
+        # progress bars by default, also when stderr is not a terminal (CI logs)
+        return run_job("demo", lambda sink, cancel: run_demo(cfg, sink, cancel), args.events or "tqdm")
     if args.command == "bench":
         from engine.bench import run_bench
         return run_job("bench", lambda sink, cancel: run_bench(cfg, sink), mode)

@@ -75,6 +75,8 @@ class BakeConfig:
     """auto, cuda or cpu"""
     rasterizer: str = "auto"
     """auto, torch or gsplat"""
+    threads: int = 0
+    """CPU threads for torch (0 = torch's default)"""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """background colour"""
     checkpoint_every: int = 500
@@ -170,6 +172,8 @@ class Baker:
 
         self.cfg, self.sink, self.cancel = cfg, sink, cancel
         self.device = resolve_device(cfg.device)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.dir = Path(cfg.avatar)
@@ -256,7 +260,7 @@ class Baker:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     def image_step(self, i: int) -> dict:
         cfg = self.cfg
@@ -277,7 +281,7 @@ class Baker:
         loss.backward()
         self.opt.step()
         mse = float((out.image.detach() - gt).square().mean())
-        return {"loss": float(loss), "psnr": -10 * math.log10(max(mse, 1e-12))}
+        return {"loss": float(loss.detach()), "psnr": -10 * math.log10(max(mse, 1e-12))}
 
     def run(self) -> dict:
         cfg = self.cfg

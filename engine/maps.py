@@ -92,6 +92,33 @@ def gaussian_uvs(face_idx: Tensor, bary: Tensor, uvs: np.ndarray, faces_uv: np.n
 
 
 # ---------------------------------------------------------------------- maps -> Gaussians
+def gaussians_from_maps(maps: dict[str, Tensor], verts: Tensor, faces: Tensor, face_idx: Tensor,
+                        bary: Tensor, uv: Tensor):
+    """Re-splat: (edited) maps + bindings + posed mesh → world Gaussians (FATE §3.3).
+
+    This is the engine's reference for the Blender splat runtime (``addon/splat_runtime.py``).
+
+    Args:
+        maps: name → [H, W, C] activated maps (all five), row 0 = top (v≈1).
+        verts: posed vertices, meters. [V, 3]
+        faces: mesh + mouth faces, int64. [F, 3]
+        face_idx: int64 [N]; bary: [N, 3]; uv: the bindings' UVs (OBJ convention). [N, 2]
+    Returns:
+        :class:`engine.gaussians.WorldGaussians`.
+    Raises:
+        MapsError: a map is missing.
+    """
+    from engine.gaussians import place_gaussians
+    from engine.rotations import axis_angle_to_matrix
+
+    missing = sorted(set(MAP_SPECS) - set(maps))
+    if missing:
+        raise MapsError(f"re-splatting needs all maps; missing: {missing}")
+    v = sample_maps(maps, uv)
+    return place_gaussians(verts, faces, face_idx, bary, v["color"], v["opacity"], v["scale"],
+                           axis_angle_to_matrix(v["rotation"]), v["offset"])
+
+
 @torch.no_grad()
 def set_gaussians_from_maps(gaussians, maps: dict[str, Tensor], uv: Tensor) -> None:
     """Overwrites a :class:`engine.gaussians.UVGaussians`' attributes with the maps' values at their

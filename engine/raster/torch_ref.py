@@ -331,8 +331,9 @@ def _select_pairs(table: Tensor, order: Tensor, radii_xy: Tensor, width: int, he
             y0, x0 = row_lo.index_select(0, gc), col_lo.index_select(0, gc)
             y1 = (row_hi.index_select(0, gc) + 1).clamp_(min=0)
             x1 = (col_hi.index_select(0, gc) + 1).clamp_(min=0)
-            cnt = (sat.index_select(0, y1 * (W + 1) + x1) - sat.index_select(0, y0 * (W + 1) + x1)
-                   - sat.index_select(0, y1 * (W + 1) + x0) + sat.index_select(0, y0 * (W + 1) + x0))
+            y0w, y1w = y0 * (W + 1), y1 * (W + 1)
+            cnt = (sat.index_select(0, y1w + x1) - sat.index_select(0, y0w + x1)
+                   - sat.index_select(0, y1w + x0) + sat.index_select(0, y0w + x0))
             gc = gc[(cnt > 0) & (y1 > y0) & (x1 > x0)]
             row_prefix = torch.zeros(H, W + 1, dtype=torch.int32, device=device)
             row_prefix[:, 1:] = open_px.cumsum(1)

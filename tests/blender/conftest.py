@@ -9,10 +9,16 @@ Gaussians and the five attribute maps as images, plus a camera looking at it.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
+
+# Keep in-process Blender tests away from the user's real Blender configuration: bpy reads this
+# when it is first imported.
+os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="fate-blender-user-"))
 
 try:
     import bpy

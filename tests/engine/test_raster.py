@@ -166,7 +166,8 @@ def test_reference_gradients_float32():
     g64 = grads(lambda m, c, o, col: dense_render(m, c, o, col, cam)[0], torch.float64)
     for name, a, b in zip(["means", "covars", "opacities", "colors"], g32, g64):
         # float32 vs float64: worst seen 1.4e-6 of the largest entry
-        torch.testing.assert_close(a.double(), b, rtol=0, atol=2e-5 * float(b.abs().max()), msg=name)
+        torch.testing.assert_close(a.double(), b, rtol=0, atol=2e-5 * float(b.abs().max()),
+                                   msg=name)
 
 
 def test_single_gaussian_peak_opencv_convention():
@@ -255,21 +256,26 @@ def test_transmittance_stop_is_exclusive():
     # Stacks on one pixel centre, front to back. gsplat skips the Gaussian that would take
     # T to <= 1e-4 and ends the pixel there.
     cam = _camera(9, 9, f=10.0)
+
     def stack(opacities):
         n = len(opacities)
         z = torch.linspace(1.0, 2.0, n)
         means = torch.stack([torch.zeros(n), torch.zeros(n), z], -1)  # all at pixel (4, 4)
         covars = (0.1 ** 2 * torch.eye(3)).expand(n, 3, 3)
-        colors = torch.eye(3).repeat(2, 1)[:n] if n <= 6 else torch.rand(n, 3)
+        colors = torch.eye(3).repeat(2, 1)[:n]
         out = rasterize(means, covars, torch.tensor(opacities), colors, cam, backend="torch")
         return out, colors
+
     out, colors = stack([0.95] * 4)  # T: 0.05, 2.5e-3, 1.25e-4 (kept), 6.25e-6 (stopped)
     expect = sum(0.95 * 0.05 ** i * colors[i] for i in range(3))
     torch.testing.assert_close(out.image[4, 4], expect, rtol=0, atol=1e-6)  # float32
     torch.testing.assert_close(out.alpha[4, 4, 0], torch.tensor(1 - 0.05 ** 3), rtol=0, atol=1e-6)
     out, colors = stack([0.995, 0.5, 0.5])  # T: 5e-3, 2.5e-3, 1.25e-3: all kept
-    torch.testing.assert_close(out.alpha[4, 4, 0], torch.tensor(1 - 0.005 * 0.25), rtol=0, atol=1e-6)
-    out, colors = stack([0.9995, 0.995, 0.5])  # alpha clamped to 0.999; 1e-3·0.005 ≤ 1e-4 → stop
+    torch.testing.assert_close(out.alpha[4, 4, 0], torch.tensor(1 - 0.005 * 0.25),
+                               rtol=0, atol=1e-6)
+    # alpha clamped to 0.999, then 1e-3·0.005 <= 1e-4: the second is not composited and
+    # the pixel ends, so the third (alone it would leave T = 5e-4) is not composited either
+    out, colors = stack([0.9995, 0.995, 0.5])
     torch.testing.assert_close(out.alpha[4, 4, 0], torch.tensor(0.999), rtol=0, atol=1e-6)
     torch.testing.assert_close(out.image[4, 4], 0.999 * colors[0], rtol=0, atol=1e-6)
 
