@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 # A CPU-sized schedule (FATE's own is 30k+ steps on a GPU): a faster colour learning rate and
-# densification every 250 steps make 1000 steps enough for the 128² demo sequence.
-QUICK_TRAIN = dict(steps=1000, uv_resolution=128, lr_color=1e-2, preview_every=0, checkpoint_every=500,
+# densification every 250 steps make 1000 steps enough for the 128² demo sequence. One torch
+# thread: deterministic (multi-threaded scatter-adds reorder float sums, and runs drift apart),
+# and the fastest setting on a shared 2-core machine.
+QUICK_TRAIN = dict(steps=1000, uv_resolution=128, lr_color=1e-2, preview_every=0, checkpoint_every=500, threads=1,
                    seed=0)
 QUICK_DENSIFY = dict(start=250, every=250, count=1000, prune_every=250, reset_every=0)
 
