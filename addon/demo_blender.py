@@ -103,8 +103,9 @@ def _albedo_material(name: str, albedo_path: Path) -> bpy.types.Material:
 
 def _soft_light(scene: bpy.types.Scene, rig: bpy.types.Object, world_strength: float,
                 sun_strength: float, sun_angle_deg: float) -> None:
-    """A uniform white world (ambient, occlusion-shaded) and a soft sun from the upper front-left
-    of the face. The light is fixed to the rig, i.e. to the head, as head turns are camera motion."""
+    """A uniform white world (ambient light, shaded only by occlusion) and a soft sun from above,
+    in front and to the subject's right. The sun is a child of the rig, so the light stays fixed
+    to the head (head turns are camera motion here) and the shading is view-independent."""
     world = bpy.data.worlds.new("FATE demo world")
     scene.world = world
     if world.node_tree is None:
@@ -299,7 +300,7 @@ def _turntable_camera(scene: bpy.types.Scene, template: bpy.types.Object, head: 
                       frames: int, pitch_deg: float = 8.0) -> bpy.types.Object:
     """A camera orbiting the head once over frames 1..frames (keyed, linear), at the distance and
     lens of the tracked camera."""
-    from mathutils import Matrix, Vector
+    from mathutils import Vector
 
     corners = [head.matrix_world @ Vector(c) for c in head.bound_box]
     lo = Vector([min(c[i] for c in corners) for i in range(3)])
@@ -331,7 +332,6 @@ def _turntable_camera(scene: bpy.types.Scene, template: bpy.types.Object, head: 
         for fc in curves:
             for kp in fc.keyframe_points:
                 kp.interpolation = "LINEAR"
-    _ = Matrix  # (mathutils imported for the type)
     return cam
 
 

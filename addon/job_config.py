@@ -112,12 +112,24 @@ def train_config(dataset: str | Path, output: str | Path, head_model: str, *, de
 
 
 def bake_config(avatar: str | Path, *, device: str = "auto", resume: bool = False,
+                resolution: int | None = None, steps: int | None = None, appearance_only: bool = False,
                 extra: dict | None = None) -> dict:
-    """The ``bake`` job configuration.
+    """The ``bake`` job configuration (engine ``BakeConfig`` keys).
 
-    The engine's bake config is being written (issue 3); these keys (``avatar``, ``device``,
-    ``resume``) must match it.
+    Args:
+        avatar: trained avatar folder; the maps go to ``avatar/maps``.
+        device: "auto", "cuda" or "cpu".
+        resume: continue from ``avatar/maps_checkpoint.safetensors``.
+        resolution: map size in texels (None = the engine's default, 512).
+        steps: BakeNet image-objective steps (None = the engine's default).
+        appearance_only: bake colour + opacity only (FATE supp. §9).
+        extra: more BakeConfig fields, passed through.
     """
-    cfg = {"avatar": str(avatar), "device": device.lower(), "resume": bool(resume)}
+    cfg = {"avatar": str(avatar), "device": device.lower(), "resume": bool(resume),
+           "appearance_only": bool(appearance_only)}
+    if resolution:
+        cfg["resolution"] = int(resolution)
+    if steps is not None:
+        cfg["steps"] = int(steps)
     cfg.update(extra or {})
     return cfg

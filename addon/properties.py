@@ -30,6 +30,17 @@ class FATE_PG_scene(bpy.types.PropertyGroup):
                        description="Training steps (one frame per step)")
     resume: BoolProperty(name="Resume", default=True,
                          description="Continue from the last checkpoint in the avatar folder if there is one")
+    bake_resolution: EnumProperty(
+        name="Map Size", default="512",
+        items=(("256", "256", "256×256 maps (fast, CPU)"), ("512", "512", "512×512 maps (FATE's size)"),
+               ("1024", "1024", "1024×1024 maps (more texture detail to paint, slower)")),
+        description="Resolution of the baked UV maps")
+    bake_steps: IntProperty(name="Bake Steps", default=2000, min=0, soft_max=20000,
+                            description="BakeNet image-objective steps (one frame per step)")
+    bake_appearance_only: BoolProperty(
+        name="Appearance Only", default=False,
+        description="Bake colour and opacity only; keep the trained geometry (scale, rotation, offset maps "
+                    "are a direct fit)")
     import_tracking: BoolProperty(name="Tracked Animation", default=True,
                                   description="Import the training video's expressions, poses and camera")
 

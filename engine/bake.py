@@ -10,11 +10,20 @@ Channels are activated *per texel* before the bilinear lookup, so the written ma
 what training rendered: a baked avatar re-splatted from its maps (``engine.maps``) reproduces the
 baked renders. Scale uses the normalisation of Eq. 24 on the log scale.
 
-Deviations, documented: (1) before the image objective, BakeNet is warm-started for
-``warmup_steps`` by regressing the trained Gaussians' activated attributes at their UVs (this is
-the attribute term of Eq. 26 with a large weight, then switched off or to ``lambda_attr``); it
-makes CPU-sized bakes converge. (2) ``base_channels`` and ``depth`` are configurable (FATE: 64
-and 4 levels, 64→1024); CPU tests use a narrower net.
+Deviations, documented:
+
+1. ``init="direct"`` (the default): BakeNet's output is a *residual* added to the raw channels of
+   a starting map — the direct per-texel fit of the trained Gaussians (FATE Fig. 4's discontinuous
+   "direct" maps), low-passed by a Gaussian of ``base_blur`` texels. The image objective then
+   trains BakeNet as in FATE. From fixed noise alone (``init="noise"``, FATE's formulation) a
+   CPU-sized bake is 1–7 dB below the trained avatar after a few hundred steps; from the
+   low-passed fit it is within ±1 dB after ~150 steps, and the colour map stays as smooth as
+   FATE's (total variation about a third of the direct fit's; docs/benchmarks.md).
+2. With ``init="noise"``, BakeNet is first warm-started for ``warmup_steps`` by regressing the
+   trained Gaussians' activated attributes at their UVs (the attribute term of Eq. 26 with a
+   large weight, then switched off or to ``lambda_attr``).
+3. ``base_channels`` and ``depth`` are configurable (FATE: 64 and 4 levels, 64→1024); CPU runs use
+   a narrower net.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -49,16 +59,24 @@ class BakeConfig:
     """trained avatar folder; maps are written to <avatar>/maps"""
     resolution: int = 512
     """map resolution (FATE: 512)"""
-    steps: int = 10_000
-    """image-objective steps"""
-    warmup_steps: int = 500
-    """attribute-regression warm-start steps before the image objective"""
+    steps: int = 2000
+    """image-objective steps (init="direct" measured converged by ~150 at 128²; init="noise"
+    needs ~10k, as in FATE)"""
+    warmup_steps: int = -1
+    """attribute-regression warm-start steps before the image objective (-1: 500 for
+    init="noise", 0 for init="direct", whose starting maps already hold the attributes)"""
     base_channels: int = 64
     """first U-Net width (FATE: 64)"""
     depth: int = 4
     """U-Net down-sampling levels (FATE: 4, i.e. 64→1024)"""
     lr: float = 1e-3
     """Adam learning rate (supp. §7.3)"""
+    init: Literal["direct", "noise"] = "direct"
+    """"direct": BakeNet learns a residual over the low-passed per-texel fit of the trained
+    Gaussians (:func:`base_maps`) and converges in ~150 steps. "noise": BakeNet's output alone
+    is the maps, as in FATE (needs thousands of steps, i.e. a GPU)"""
+    base_blur: float = 1.0
+    """σ of the Gaussian low-pass applied to the direct fit when init="direct", in texels"""
     appearance_only: bool = False
     """bake colour + opacity only; keep the trained geometry (supp. §9)"""
     lambda_rotation: float = 0.0
@@ -87,6 +105,13 @@ class BakeConfig:
     """random seed"""
     resume: bool = False
     """continue from <avatar>/maps_checkpoint if present"""
+
+    @property
+    def warmup(self) -> int:
+        """``warmup_steps`` with -1 resolved for ``init``."""
+        if self.warmup_steps >= 0:
+            return self.warmup_steps
+        return 500 if self.init == "noise" else 0
 
     def __post_init__(self):
         if self.resolution < 16 or self.resolution % (2 ** self.depth):
@@ -197,7 +222,12 @@ class Baker:
         self.net = BakeNet(cfg.base_channels, cfg.depth).to(self.device)
         gen = torch.Generator().manual_seed(cfg.seed)
         self.noise = torch.randn(1, 11, cfg.resolution, cfg.resolution, generator=gen).to(self.device)
-        self._init_output_bias()
+        self.base_raw: Tensor | None = None
+        if cfg.init == "direct":
+            base = base_maps(self.target, self.uv.cpu(), cfg.resolution, cfg.base_blur)
+            self.base_raw = raw_from_maps(base, self.scale_norm, g.shell)[None].to(self.device)
+        else:
+            self._init_output_bias()
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.perceptual, self.perceptual_name = losses.make_perceptual_loss(
             Path(cfg.vgg_weights) if cfg.vgg_weights else None)
@@ -217,7 +247,10 @@ class Baker:
     # ------------------------------------------------------------------ attributes
     def maps(self) -> dict[str, Tensor]:
         """Current activated maps, name → [R, R, C]."""
-        return activate(self.net(self.noise)[0], self.scale_norm, self.loaded.avatar.gaussians.shell)
+        raw = self.net(self.noise)
+        if self.base_raw is not None:
+            raw = raw + self.base_raw
+        return activate(raw[0], self.scale_norm, self.loaded.avatar.gaussians.shell)
 
     def gaussian_attributes(self, maps: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per-Gaussian attributes (baked; geometry from the trained avatar when appearance_only)."""
@@ -288,7 +321,7 @@ class Baker:
         ckpt = self.dir / "maps_checkpoint.safetensors"
         if cfg.resume and ckpt.exists():
             self._load_checkpoint(ckpt)
-        total = cfg.warmup_steps + cfg.steps
+        total = cfg.warmup + cfg.steps
         t0 = time.time()
         order: list[int] = []
         stats = {"loss": float("nan"), "psnr": float("nan")}
@@ -299,7 +332,7 @@ class Baker:
                 err = CancelledError(f"baking cancelled at step {self.step}; checkpoint {ckpt}")
                 err.checkpoint = str(ckpt)  # type: ignore[attr-defined]
                 raise err
-            if self.step < cfg.warmup_steps:
+            if self.step < cfg.warmup:
                 stats = {"loss": self.warmup_step(), "psnr": float("nan")}
             else:
                 if not order:
@@ -329,7 +362,11 @@ class Baker:
         path = write_maps(self.dir / "maps", maps, extra={
             "source_avatar_sha256": file_sha256(self.dir / "gaussians.safetensors"),
             "bake_config": to_dict(self.cfg)})
-        write_safetensors(self.dir / "bakenet.safetensors", dict(self.net.state_dict()))
+        weights = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        weights["noise"] = self.noise
+        if self.base_raw is not None:
+            weights["base_raw"] = self.base_raw
+        write_safetensors(self.dir / "bakenet.safetensors", weights)
         return path
 
     def _save_checkpoint(self, path: Path) -> None:
@@ -350,6 +387,58 @@ class Baker:
                 self.opt.state[p] = {"step": t[f"adam/{j}/step"].cpu(), "exp_avg": t[f"adam/{j}/exp_avg"],
                                      "exp_avg_sq": t[f"adam/{j}/exp_avg_sq"]}
         self.step = int(t["step"])
+
+
+def raw_from_maps(maps: dict[str, Tensor], scale_norm: ScaleNorm, shell: float) -> Tensor:
+    """Inverse of :func:`activate`: activated maps name → [R, R, C] → raw channels [11, R, R].
+
+    Colour and opacity are clamped to (1e-4, 1 − 1e-4) and the offset to ±0.999·shell first, so
+    the logit/atanh stay finite.
+    """
+    R = maps["color"].shape[0]
+    inverse = {
+        "color": torch.logit(maps["color"].clamp(1e-4, 1 - 1e-4)),
+        "opacity": torch.logit(maps["opacity"].clamp(1e-4, 1 - 1e-4)),
+        "scale": scale_norm.inverse(torch.log(maps["scale"].clamp_min(1e-8))),
+        "rotation": maps["rotation"],
+        "offset": torch.atanh((maps["offset"] / shell).clamp(-0.999, 0.999)),
+    }
+    raw = torch.zeros(11, R, R)
+    for name, (a, b) in CHANNELS.items():
+        raw[a:b] = inverse[name].reshape(R, R, b - a).permute(2, 0, 1)
+    return raw
+
+
+@torch.no_grad()
+def base_maps(values: dict[str, Tensor], uv: Tensor, resolution: int, blur: float) -> dict[str, Tensor]:
+    """The starting point of an ``init="direct"`` bake: :func:`direct_fit_maps` low-passed by a
+    Gaussian of σ = ``blur`` texels (the pre-filter ℋ of FATE Eq. 11 applied once, explicitly).
+
+    Args:
+        values: name → activated per-Gaussian values [N, C] or [N] (all five attributes).
+        uv: [N, 2] Gaussian UVs, OBJ convention (origin bottom-left).
+        resolution: map size R.
+        blur: σ in texels; 0 keeps the direct fit.
+    Returns:
+        name → map [R, R, C], float32, activated units (engine.maps).
+    """
+    maps = direct_fit_maps(values, uv, resolution)
+    return {k: gaussian_blur(m, blur) for k, m in maps.items()} if blur > 0 else maps
+
+
+def gaussian_blur(m: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of a map [R, R, C] (σ in texels, replicate borders)."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = (k / k.sum()).to(m)
+    c = m.shape[-1]
+    img = m.permute(2, 0, 1)[None]
+    img = F.conv2d(F.pad(img, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1),
+                   groups=c)
+    img = F.conv2d(F.pad(img, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1),
+                   groups=c)
+    return img[0].permute(1, 2, 0)
 
 
 def _rotation_distance(a: Tensor, b: Tensor) -> Tensor:

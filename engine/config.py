@@ -61,6 +61,8 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
             value = from_dict(hint, value, f"{where}.{key}")
         elif isinstance(value, list) and typing.get_origin(hint) is tuple:
             value = tuple(value)
+        elif typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
+            raise ConfigError(f"{where}: {key} must be one of {list(typing.get_args(hint))}, found {value!r}")
         kwargs[key] = value
     try:
         return cls(**kwargs)
@@ -89,8 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") 
         if dataclasses.is_dataclass(hint):
             add_arguments(parser, hint, prefix=f"{name}.")
             continue
-        parser.add_argument(f"--{name}", dest=name, default=None, type=_parser_for(hint),
-                            metavar=f.name.upper(), help=docs.get(f.name, ""))
+        choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+        parser.add_argument(f"--{name}", dest=name, default=None, type=_parser_for(hint), choices=choices,
+                            metavar=f.name.upper() if choices is None else None, help=docs.get(f.name, ""))
 
 
 def apply_arguments(cfg: T, args: argparse.Namespace) -> T:

@@ -9,9 +9,10 @@
 2. ``cycles``   — Blender (``python -m addon.demo_blender cycles``) builds the rigged, textured head
    with the add-on's own rig builder, keys the sequence and renders every frame with **Cycles**
    on the CPU (transparent film, soft light, Standard view transform);
-3. ``dataset``  — the renders and the exact parameters in the INSTA layout (last 20 % = test);
+3. ``dataset``  — the renders and the exact parameters in the INSTA layout (last fifth = test);
 4. ``train``    — :func:`engine.train.train`;
-5. ``bake``     — :func:`engine.bake.bake` (UV maps);
+5. ``bake``     — neural baking into UV maps (:mod:`engine.bake` with ``init="direct"``: BakeNet
+   learns a correction of the low-passed per-texel fit, which converges within the CPU budget);
 6. ``eval``     — PSNR/SSIM of the trained and the baked avatar on the test frames;
 7. ``extension``— ``build.py`` builds the Blender extension and installs it into a private
    Blender user folder;
@@ -39,6 +40,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -69,10 +71,10 @@ class DemoConfig:
 
     out: str = "out/demo"
     """output folder"""
-    preset: str = "auto"
+    preset: Literal["auto", "cpu", "cuda", "test"] = "auto"
     """"auto" (= "cuda" when torch sees a GPU, else "cpu"), "cpu", "cuda" or "test" (CI-sized)"""
     frames: int = 0
-    """frames of the sequence (the last 20 % are the test split)"""
+    """frames of the sequence (the last fifth is the test split)"""
     resolution: int = 0
     """square image size, pixels"""
     samples: int = 0
@@ -95,10 +97,12 @@ class DemoConfig:
     """frames of the 360° turntable"""
     sheet_frames: int = 4
     """test frames shown in the contact sheet"""
-    device: str = "auto"
+    device: Literal["auto", "cuda", "cpu"] = "auto"
     """torch device: auto, cuda or cpu"""
     threads: int = 0
-    """CPU threads for torch in train/bake (0 = torch's default)"""
+    """CPU threads for torch (train, bake, eval); presets: cpu/test 1 (a second thread gains ~1.4×
+    on an idle 2-core machine but loses ~3× as soon as another process shares it), cuda: torch's
+    default"""
     blender_python: str = ""
     """Python with the bpy module for the Blender stages (default: this interpreter)"""
     seed: int = 0
@@ -107,14 +111,14 @@ class DemoConfig:
 
 PRESETS: dict[str, dict[str, int]] = {
     "cpu": dict(frames=100, resolution=256, samples=16, texture_resolution=1024, steps=400,
-                uv_resolution=160, densify_count=1000, bake_resolution=256, bake_steps=150,
-                bake_channels=16, turntable_frames=48),
+                uv_resolution=160, densify_count=1000, bake_resolution=256, bake_steps=200,
+                bake_channels=16, turntable_frames=72, threads=1),
     "cuda": dict(frames=150, resolution=512, samples=32, texture_resolution=2048, steps=6000,
                  uv_resolution=256, densify_count=5000, bake_resolution=512, bake_steps=1500,
                  bake_channels=32, turntable_frames=96),
     "test": dict(frames=20, resolution=64, samples=8, texture_resolution=256, steps=150,
                  uv_resolution=64, densify_count=300, bake_resolution=64, bake_steps=30,
-                 bake_channels=8, turntable_frames=6),
+                 bake_channels=8, turntable_frames=6, threads=1),
 }
 """Defaults per preset; "cpu" fits the 15-minute budget of a 2-core CPU."""
 
@@ -334,7 +338,7 @@ def logo_uv_box(head: HeadModel, size_m: float = 0.03) -> tuple[float, float, fl
     from engine.synthetic import landmarks
 
     lm = landmarks(head)
-    target = np.array([lm["left_eye"][0] * 1.05, 0.5 * (lm["left_eye"][1] + lm["mouth"][1]), 0.0])
+    target = np.array([lm["left_eye"][0] * 1.1, 0.4 * lm["left_eye"][1] + 0.6 * lm["mouth"][1], 0.0])
     v = head.v_template
     near = np.hypot(v[:, 0] - target[0], v[:, 1] - target[1])
     skin = np.arange(len(v))[near < max(2.0 * near.min(), 0.004)]
@@ -459,6 +463,17 @@ def run_stage_process(cmd: list[str], stage: str, log_path: Path, sink=None, can
     return result
 
 
+def _cpu_name() -> str:
+    """The CPU model (Linux /proc/cpuinfo), else platform.processor(), else "CPU"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
 def _check_video_writer() -> str:
     """Name of the available mp4 writer ("imageio-ffmpeg" or "pyav").
 
@@ -500,7 +515,8 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: int = 24) -> None:
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
             for f in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f[..., :3]), format="rgb24")):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f[..., :3]), format="rgb24")
+                for packet in stream.encode(frame):
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
@@ -643,51 +659,9 @@ def _bake_config(cfg: DemoConfig, avatar: Path):
     from engine.bake import BakeConfig
 
     return BakeConfig(avatar=str(avatar), resolution=cfg.bake_resolution, steps=cfg.bake_steps,
-                      warmup_steps=0, base_channels=cfg.bake_channels,
+                      init="direct", base_channels=cfg.bake_channels,
                       depth=min(4, int(math.log2(cfg.bake_resolution)) - 3), device=cfg.device,
                       checkpoint_every=0, seed=cfg.seed, threads=cfg.threads)
-
-
-def bake_warm_started(bake_cfg, sink=None, cancel=None) -> dict:
-    """:func:`engine.bake.bake`, with BakeNet learning a *residual* over the direct-fit maps.
-
-    Why: BakeNet regresses the maps from fixed noise (a deep-image prior); on a 2-core CPU the
-    few hundred steps the 15-minute budget allows leave a 256² bake of this sequence ~7 dB below
-    the trained avatar (measured: trained 34.1 dB, baked 27.2 dB after 200 warm-up + 300 image
-    steps). Starting from the per-texel fit of the trained Gaussians
-    (:func:`engine.bake.direct_fit_maps`, FATE Fig. 4's "direct" maps) and training BakeNet's
-    output as a correction on the same image objective gets within 1 dB in ~150 steps (33.4 dB).
-    The written maps are the activated sum, so the maps contract is unchanged; the maps are as
-    (dis)continuous as the direct fit plus BakeNet's low-pass residual. No warm-up steps are
-    needed (``warmup_steps`` should be 0).
-    """
-    from engine.bake import CHANNELS, Baker, activate, direct_fit_maps
-
-    class _ResidualBaker(Baker):
-        def __init__(self, cfg, sink=None, cancel=None):
-            super().__init__(cfg, sink, cancel)
-            R = cfg.resolution
-            shell = self.loaded.avatar.gaussians.shell
-            with torch.no_grad():
-                self.net.out.bias.zero_()
-                d = direct_fit_maps(self.target, self.uv.cpu(), R)
-                raw = torch.zeros(11, R, R)
-                inverse = {
-                    "color": torch.logit(d["color"].clamp(1e-4, 1 - 1e-4)),
-                    "opacity": torch.logit(d["opacity"].clamp(1e-4, 1 - 1e-4)),
-                    "scale": self.scale_norm.inverse(torch.log(d["scale"].clamp_min(1e-8))),
-                    "rotation": d["rotation"],
-                    "offset": torch.atanh((d["offset"] / shell).clamp(-0.999, 0.999)),
-                }
-                for name, (a, b) in CHANNELS.items():
-                    raw[a:b] = inverse[name].reshape(R, R, b - a).permute(2, 0, 1)
-                self.base_raw = raw[None].to(self.device)
-
-        def maps(self):
-            return activate((self.net(self.noise) + self.base_raw)[0], self.scale_norm,
-                            self.loaded.avatar.gaussians.shell)
-
-    return _ResidualBaker(bake_cfg, sink, cancel).run()
 
 
 def run_demo(cfg: DemoConfig, sink=None, cancel=None) -> dict:
@@ -699,6 +673,7 @@ def run_demo(cfg: DemoConfig, sink=None, cancel=None) -> dict:
         DemoError: a stage failed (the message names the stage and its log);
         CancelledError: on a cancel request (between stages, or killing a Blender stage).
     """
+    from engine.bake import bake
     from engine.train import resolve_device, train
 
     cfg = resolve_config(cfg)
@@ -738,7 +713,7 @@ def run_demo(cfg: DemoConfig, sink=None, cancel=None) -> dict:
     train(_train_config(cfg, dataset, avatar), sink, cancel)
     st.end()
     st.start("bake", cfg.bake_steps)
-    bake_warm_started(_bake_config(cfg, avatar), sink, cancel)
+    bake(_bake_config(cfg, avatar), sink, cancel)
     st.end()
 
     # 6. eval ------------------------------------------------------------------------------
@@ -802,7 +777,7 @@ def run_demo(cfg: DemoConfig, sink=None, cancel=None) -> dict:
     metrics = {
         "format": "fate-demo-metrics", "format_version": 1,
         "preset": cfg.preset, "config": asdict(cfg),
-        "device": str(device), "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "CPU",
+        "device": str(device), "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else _cpu_name(),
         "cpu_count": os.cpu_count(), "torch": torch.__version__, "rasterizer": default_backend(device),
         "frames": cfg.frames, "test_frames": len(names), "resolution": cfg.resolution,
         "num_gaussians": int(n_gauss),

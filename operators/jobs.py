@@ -59,7 +59,9 @@ class FATE_OT_bake_start(bpy.types.Operator):
         st = context.scene.fate
         try:
             avatar = job_config.check_avatar_dir(bpy.path.abspath(st.avatar_dir), must_exist=True)
-            cfg = job_config.bake_config(avatar, device=preferences.device(context), resume=st.resume)
+            cfg = job_config.bake_config(avatar, device=preferences.device(context), resume=st.resume,
+                                         resolution=int(st.bake_resolution), steps=st.bake_steps,
+                                         appearance_only=st.bake_appearance_only)
             job = job_runtime.start_job(context.scene, _client(context), "bake", cfg, avatar)
         except FateAddonError as err:
             self.report({"ERROR"}, str(err))

@@ -48,6 +48,10 @@ class FATE_PT_avatar(_FateSidebar, bpy.types.Panel):
 
         box = layout.box()
         box.label(text="3. Bake", icon="TEXTURE")
+        row = box.row(align=True)
+        row.prop(st, "bake_resolution", text="")
+        row.prop(st, "bake_steps", text="Steps")
+        box.prop(st, "bake_appearance_only")
         box.operator("fate.bake_start", icon="RENDER_STILL")
 
         box = layout.box()

@@ -304,3 +304,22 @@ def test_no_worker_survives_file_load_or_unregister(scene, client, tmp_path, reg
         assert not hasattr(bpy.types.Scene, "fate")
     finally:
         registered.register()
+
+
+def test_bake_operator_passes_the_panel_settings(scene, fake_ext, tmp_path, monkeypatch):
+    """Bake writes a BakeConfig with the sidebar's map size, steps and appearance-only flag."""
+    jobs = submodule("addon.jobs")
+    ops_jobs = submodule("operators.jobs")
+    prefs = submodule("addon.preferences")
+    monkeypatch.setattr(ops_jobs, "EXTENSION_DIR", fake_ext)
+    monkeypatch.setenv(prefs.WORKER_PYTHON_ENV, sys.executable)
+    avatar = tmp_path / "avatar"
+    avatar.mkdir()
+    (avatar / "avatar.json").write_text("{}")
+    scene.fate.avatar_dir = str(avatar)
+    scene.fate.bake_resolution, scene.fate.bake_steps, scene.fate.bake_appearance_only = "256", 77, True
+    assert bpy.ops.fate.bake_start() == {"FINISHED"}
+    cfg = json.loads(next((avatar / "jobs").glob("bake-*.json")).read_text())
+    assert (cfg["avatar"], cfg["resolution"], cfg["steps"], cfg["appearance_only"]) == (str(avatar), 256, 77, True)
+    _run_ticks(jobs)
+    assert scene.fate.job_state == "DONE" and "import the avatar next" in scene.fate.job_message

@@ -98,7 +98,8 @@ def test_blender_head_npz_has_the_export_keys(head, tmp_path):
 
 
 def test_stage_failure_names_the_log(tmp_path):
-    code = "import sys; print('FATE_PROGRESS {\"stage\": \"x\", \"step\": 1, \"total\": 2}'); print('boom'); sys.exit(3)"
+    code = ("import sys; print('FATE_PROGRESS {\"stage\": \"x\", \"step\": 1, \"total\": 2}'); "
+            "print('boom'); sys.exit(3)")
     seen = []
 
     class Sink:
@@ -122,3 +123,22 @@ def test_contact_sheet_layout(tmp_path):
     assert sheet.shape == (18 + 2 * (8 + 2) + 2, 3 * (10 + 2) + 2, 3)
     assert (tmp_path / "s.png").is_file()
     assert math.isclose(float(sheet[18 + 2 + 4, 2 + 5, 0]), 0.1, abs_tol=1 / 255)
+
+
+def test_stage_cancel_kills_the_child(tmp_path):
+    """A cancel request terminates a quiet Blender-side child within the watch interval."""
+    import threading
+    import time
+
+    from engine.errors import CancelledError
+
+    class Token:
+        requested = False
+
+    token = Token()
+    threading.Timer(0.5, lambda: setattr(token, "requested", True)).start()
+    t0 = time.time()
+    with pytest.raises(CancelledError, match="z stage"):
+        demo.run_stage_process([sys.executable, "-c", "import time; time.sleep(60)"], "z", tmp_path / "z.log",
+                               cancel=token)
+    assert time.time() - t0 < 10  # terminated, not waited for (0.2 s polling + process exit)

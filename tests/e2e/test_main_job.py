@@ -1,14 +1,15 @@
 """The main job end to end, shortened (``--preset test``: 20 frames at 64², a short training and
 bake, a 6-frame turntable): Cycles ground truth → train → bake → extension build/install →
 Import Avatar → logo stamp → Sync Maps → FATE Splats renders → metrics, contact sheet, video,
-demo.blend. The same code path as ``python -m engine demo --out out/demo``; about 2–3 minutes on
-a 2-core CPU.
+demo.blend. The same code path as ``python -m engine demo --out out/demo``; about 15 s on an idle
+2-core CPU (a few minutes when other processes share the cores).
 
 The job runs in a subprocess (as from the README), so torch and bpy never share this process.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -23,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.slow]
 
-_missing = [m for m in ("torch", "bpy", "imageio_ffmpeg") if __import__("importlib.util").util.find_spec(m) is None]
+_missing = [m for m in ("torch", "bpy", "imageio_ffmpeg") if importlib.util.find_spec(m) is None]
 needs_all = pytest.mark.skipif(bool(_missing), reason=f"the main job needs {_missing} (bash .ci/setup installs them)")
 
 # Stage names, in order, with one progress bar each.
@@ -89,8 +90,8 @@ def test_metrics(demo):
     t = m["test"]
     for key in ("trained", "baked", "blender"):
         assert math.isfinite(t[key]["psnr"]) and 0 < t[key]["ssim"] <= 1, key
-    # 64² and ~150 steps: far from the full run's >= 28 dB, but a working pipeline is > 20 dB
-    # (a mean-colour blob scores ~12 dB here).
+    # 64², 20 frames and 150 steps (measured ~29 dB): below the full run's 33 dB; 20 dB leaves
+    # room for run-to-run variation while still failing a misaligned avatar.
     assert t["trained"]["psnr"] > 20.0
     assert t["baked"]["psnr"] > 18.0
     # the Blender render of the (unedited) baked avatar is the baked avatar
@@ -125,7 +126,8 @@ def test_edit_reached_the_maps_and_the_render(demo):
     r = out / "renders"
     changed = 0.0
     for p in sorted((r / "test_blender_edited").glob("*.png")):
-        changed = max(changed, float(np.abs(read_image(p)[..., :3] - read_image(r / "test_blender_baked" / p.name)[..., :3]).max()))
+        before = read_image(r / "test_blender_baked" / p.name)[..., :3]
+        changed = max(changed, float(np.abs(read_image(p)[..., :3] - before).max()))
     assert changed > 0.1
 
 

@@ -13,35 +13,52 @@ import torch
 from engine.bake import BakeConfig, BakeNet, bake, direct_fit_maps
 from engine.maps import (MAP_SPECS, apply_sticker, gaussian_uvs, load_maps, sample_map, write_maps)
 
-# CPU-sized bake: a narrow U-Net (FATE: base 64 at 512²) on 128² maps.
-QUICK_BAKE = dict(resolution=128, base_channels=16, depth=4, warmup_steps=200, steps=300,
-                  checkpoint_every=0, device="cpu", threads=1)
+# CPU-sized bake: a narrow U-Net (FATE: base 64 at 512²) on 128² maps, residual over the
+# low-passed direct fit (init="direct", the default), single-threaded so the run is deterministic.
+QUICK_BAKE = dict(resolution=128, base_channels=16, depth=4, steps=150, checkpoint_every=0, device="cpu",
+                  threads=1)
+
+
+def _baked_copy(trained_avatar, tmp_path_factory, name: str, **overrides):
+    d = tmp_path_factory.mktemp(name) / "avatar"
+    shutil.copytree(trained_avatar, d)
+    bake(BakeConfig(avatar=str(d), **{**QUICK_BAKE, **overrides}))
+    return d
+
+
+def _eval_maps(avatar):
+    from engine.evaluate import EvalConfig, run_eval
+    return run_eval(EvalConfig(avatar=str(avatar), split="test", from_maps=True, device="cpu"))
 
 
 @pytest.fixture(scope="module")
 def baked_avatar(trained_avatar, tmp_path_factory):
     """A copy of the trained avatar, baked (full bake: geometry + appearance)."""
-    d = tmp_path_factory.mktemp("baked") / "avatar"
-    shutil.copytree(trained_avatar, d)
-    bake(BakeConfig(avatar=str(d), **QUICK_BAKE))
-    return d
+    return _baked_copy(trained_avatar, tmp_path_factory, "baked")
 
 
 @pytest.fixture(scope="module")
 def baked_metrics(baked_avatar):
-    from engine.evaluate import EvalConfig, run_eval
-    return run_eval(EvalConfig(avatar=str(baked_avatar), split="test", from_maps=True, device="cpu"))
+    return _eval_maps(baked_avatar)
 
 
 def test_baking_cost_is_bounded(trained_metrics, baked_metrics):
-    # Issue 3 targets <= 1.0 dB (FATE reports ~0.6 dB). This CPU-sized bake (narrow U-Net, 500
-    # steps, single-threaded so the run is deterministic) measured 31.06 → 29.26 dB, a 1.80 dB
-    # drop (another avatar of the same schedule gained 1 dB): the bound asserted here is the one
-    # the quick schedule reaches; closing the gap to 1 dB is open in issue 3.
+    # Issue 3: <= 1.0 dB on held-out frames (FATE reports ~0.6 dB). Measured on a 1000-step
+    # avatar of the same schedule: 31.09 -> 31.71 dB (baking *gained* 0.6 dB: the image stage
+    # keeps optimising the appearance).
     drop = trained_metrics["psnr"] - baked_metrics["psnr"]
     print(f"trained {trained_metrics['psnr']:.2f} dB, baked {baked_metrics['psnr']:.2f} dB, drop {drop:.2f} dB")
-    assert drop <= 2.0, (trained_metrics, baked_metrics)
-    assert baked_metrics["psnr"] >= 28.0
+    assert drop <= 1.0, (trained_metrics, baked_metrics)
+
+
+def test_appearance_only_baking_cost_is_bounded(trained_avatar, trained_metrics, tmp_path_factory):
+    """Supp. §9: colour + opacity baked, geometry kept; maps of the geometry are the direct fit."""
+    d = _baked_copy(trained_avatar, tmp_path_factory, "baked_appearance", appearance_only=True)
+    m = _eval_maps(d)
+    drop = trained_metrics["psnr"] - m["psnr"]
+    print(f"appearance only: trained {trained_metrics['psnr']:.2f} dB, baked {m['psnr']:.2f} dB, drop {drop:.2f} dB")
+    assert drop <= 1.0, (trained_metrics, m)
+    assert json.loads((d / "maps" / "maps.json").read_text())["bake_config"]["appearance_only"] is True
 
 
 def test_maps_files_and_manifest(baked_avatar):
@@ -80,7 +97,7 @@ def test_baked_colour_map_is_smoother_than_direct_fit(baked_avatar):
     mask = island_mask(av.head.uvs, av.head.faces_uv_all, 128)
     tv_baked, tv_direct = _tv_inside(maps["color"], mask), _tv_inside(direct, mask)
     print(f"total variation inside islands: baked {tv_baked:.4f}, direct {tv_direct:.4f}")
-    # measured 0.042 vs 0.134 in the deterministic test schedule (0.058 vs 0.134 with 2 threads)
+    # measured 0.046 vs 0.134 in the deterministic test schedule (ground-truth albedo: 0.037)
     assert tv_baked < 0.6 * tv_direct
 
 
@@ -102,6 +119,53 @@ def test_bakenet_shapes_match_fate():
     assert widths == [64, 128, 256, 512, 1024]  # supp. §7.3: 64 → 1024, doubling
     out = BakeNet(base=8, depth=4)(torch.randn(1, 11, 32, 32))
     assert out.shape == (1, 11, 32, 32)
+
+
+def test_raw_from_maps_inverts_activate():
+    from engine.bake import ScaleNorm, activate, raw_from_maps
+
+    torch.manual_seed(0)
+    norm, shell = ScaleNorm(s_mean=-1.0, s_max=0.5), 0.01
+    raw = torch.randn(11, 8, 8)
+    maps = activate(raw, norm, shell)
+    back = activate(raw_from_maps(maps, norm, shell), norm, shell)
+    for name in maps:
+        torch.testing.assert_close(back[name], maps[name], atol=1e-5, rtol=1e-4)
+
+
+def test_gaussian_blur_keeps_constants_and_mass():
+    from engine.bake import gaussian_blur
+
+    const = torch.full((16, 16, 3), 0.25)
+    torch.testing.assert_close(gaussian_blur(const, 1.5), const)
+    impulse = torch.zeros(33, 33, 1)
+    impulse[16, 16] = 1.0
+    out = gaussian_blur(impulse, 2.0)
+    assert abs(float(out.sum()) - 1.0) < 1e-5  # normalised kernel, away from the border
+    assert float(out[16, 16]) < 0.05 and float(out[16, 18]) > 0.5 * float(out[16, 16])  # σ = 2 texels
+
+
+def test_noise_init_warm_start_regresses_the_attributes(trained_avatar, tmp_path):
+    """FATE's formulation (maps from noise alone): the warm-up moves the sampled maps towards the
+    trained Gaussians' attributes."""
+    from engine.bake import Baker
+
+    d = tmp_path / "avatar"
+    shutil.copytree(trained_avatar, d)
+    baker = Baker(BakeConfig(avatar=str(d), init="noise", resolution=32, base_channels=8, depth=2,
+                             steps=0, warmup_steps=150, checkpoint_every=0, device="cpu", threads=1))
+    assert baker.cfg.warmup_steps == 150 and baker.base_raw is None
+
+    def colour_error():
+        with torch.no_grad():
+            vals = baker.gaussian_attributes(baker.maps())
+        return float((vals["color"] - baker.target["color"]).abs().mean())
+
+    before = colour_error()
+    baker.run()
+    assert colour_error() < 0.75 * before  # measured 0.116 → 0.072
+    assert (d / "maps" / "color.exr").exists()
+    assert BakeConfig(init="noise").warmup == 500 and BakeConfig().warmup == 0
 
 
 def test_edited_maps_are_validated(baked_avatar, tmp_path, caplog):
@@ -191,10 +255,15 @@ def test_sticker_edit_round_trip(baked_avatar, tmp_path, variant):
     before, _, _ = _render(baked_avatar, frame, **kw)
     after, _, _ = _render(edited, frame, **kw)
     where = _box_mask_render(baked_avatar, frame, box, **kw)[..., 0]  # brightness = box coverage
-    inside = where > 0.9
-    assert inside.sum() >= 10, "the painted region must be visible"
-    a = after[inside]
-    assert float(a[:, 0].mean()) > 0.85 and float(a[:, 1:].mean()) < 0.15  # turned red
+    # Compositing is linear in colour: with coverage c = Σ wᵢmᵢ of the painted texels, a pixel's red
+    # is at least c and its green/blue at most 1 − c (white background included). A render that
+    # ignored the edit fails the green/blue bound on skin (green ≈ 0.6).
+    inside = where > 0.5
+    assert inside.sum() >= 20, "the painted region must be visible"
+    assert bool((after[..., 0] >= where - 2e-3)[inside].all())
+    assert bool((after[..., 1:] <= (1 - where)[..., None] + 2e-3)[inside].all())  # turned red
+    a = after[where > 0.75]
+    assert len(a) >= 5 and float(a[:, 0].mean()) > 0.85 and float(a[:, 1:].mean()) < 0.2
     diff = (after - before).abs().amax(-1)
     # Elsewhere (no visible contribution of the box) nothing changes beyond float rounding ...
     elsewhere = where < 1e-4

@@ -1,0 +1,38 @@
+"""Job configs: JSON/CLI round trips, unknown keys and choice fields (engine.config)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from engine.bake import BakeConfig
+from engine.config import add_arguments, apply_arguments, from_dict, to_dict
+from engine.errors import ConfigError
+
+
+def _parse(cls, argv):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, cls)
+    return parser.parse_args(argv)
+
+
+def test_choice_field_rejects_values_outside_its_literal():
+    assert from_dict(BakeConfig, {"init": "noise"}).init == "noise"
+    with pytest.raises(ConfigError, match=r"init must be one of \['direct', 'noise'\], found 'random'"):
+        from_dict(BakeConfig, {"init": "random"}, "bake.json")
+
+
+def test_cli_flags_apply_and_choices_are_enforced(capsys):
+    cfg = apply_arguments(BakeConfig(), _parse(BakeConfig, ["--init", "noise", "--resolution", "256",
+                                                            "--appearance_only", "true"]))
+    assert (cfg.init, cfg.resolution, cfg.appearance_only) == ("noise", 256, True)
+    assert cfg.warmup == 500  # -1 resolved for init="noise", after the flags are applied
+    with pytest.raises(SystemExit):
+        _parse(BakeConfig, ["--init", "random"])
+    assert "invalid choice: 'random'" in capsys.readouterr().err
+
+
+def test_json_round_trip_keeps_every_field():
+    cfg = BakeConfig(resolution=128, depth=3, background=(0.0, 0.5, 1.0), init="noise")
+    assert from_dict(BakeConfig, to_dict(cfg)) == cfg
