@@ -12,13 +12,14 @@ baked renders. Scale uses the normalisation of Eq. 24 on the log scale.
 
 Deviations, documented:
 
-1. ``init="direct"`` (the default): BakeNet's output is a *residual* added to the raw channels of
-   a starting map — the direct per-texel fit of the trained Gaussians (FATE Fig. 4's discontinuous
-   "direct" maps), low-passed by a Gaussian of ``base_blur`` texels. The image objective then
-   trains BakeNet as in FATE. From fixed noise alone (``init="noise"``, FATE's formulation) a
-   CPU-sized bake is 1–7 dB below the trained avatar after a few hundred steps; from the
-   low-passed fit it is within ±1 dB after ~150 steps, and the colour map stays as smooth as
-   FATE's (total variation about a third of the direct fit's; docs/benchmarks.md).
+1. ``init="direct"`` (the default): BakeNet's input is the direct per-texel fit of the trained
+   Gaussians (FATE Fig. 4's discontinuous "direct" maps, standardised per channel) instead of
+   fixed noise, and its output is a *residual* added to that fit low-passed by a Gaussian of
+   ``base_blur`` texels. The image objective then trains BakeNet as in FATE; the U-Net acts as a
+   learnt pre-filter of the direct fit. From noise alone (``init="noise"``, FATE's formulation) a
+   CPU-sized bake is 1–7 dB below the trained avatar after a few hundred steps; this way it is
+   within 1 dB after ~150–200 steps, and the colour map keeps about half the direct fit's total
+   variation (docs/benchmarks.md).
 2. With ``init="noise"``, BakeNet is first warm-started for ``warmup_steps`` by regressing the
    trained Gaussians' activated attributes at their UVs (the attribute term of Eq. 26 with a
    large weight, then switched off or to ``lambda_attr``).
@@ -72,11 +73,11 @@ class BakeConfig:
     lr: float = 1e-3
     """Adam learning rate (supp. §7.3)"""
     init: Literal["direct", "noise"] = "direct"
-    """"direct": BakeNet learns a residual over the low-passed per-texel fit of the trained
-    Gaussians (:func:`base_maps`) and converges in ~150 steps. "noise": BakeNet's output alone
-    is the maps, as in FATE (needs thousands of steps, i.e. a GPU)"""
+    """"direct": BakeNet filters the per-texel fit of the trained Gaussians and adds a residual to
+    its low-passed version (module doc); converges in ~150 steps. "noise": BakeNet maps fixed
+    noise to the maps, as in FATE (needs thousands of steps, i.e. a GPU)"""
     base_blur: float = 1.0
-    """σ of the Gaussian low-pass applied to the direct fit when init="direct", in texels"""
+    """σ of the Gaussian low-pass of the starting maps when init="direct", in texels"""
     appearance_only: bool = False
     """bake colour + opacity only; keep the trained geometry (supp. §9)"""
     lambda_rotation: float = 0.0
@@ -221,17 +222,29 @@ class Baker:
             self.scale_norm = ScaleNorm(float(logs.mean()), float(logs.max()) + 0.5)
         self.net = BakeNet(cfg.base_channels, cfg.depth).to(self.device)
         gen = torch.Generator().manual_seed(cfg.seed)
-        self.noise = torch.randn(1, 11, cfg.resolution, cfg.resolution, generator=gen).to(self.device)
+        self.net_input = torch.randn(1, 11, cfg.resolution, cfg.resolution, generator=gen).to(self.device)
         self.base_raw: Tensor | None = None
         if cfg.init == "direct":
-            base = base_maps(self.target, self.uv.cpu(), cfg.resolution, cfg.base_blur)
-            self.base_raw = raw_from_maps(base, self.scale_norm, g.shell)[None].to(self.device)
+            self._init_from_direct_fit()
         else:
             self._init_output_bias()
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.perceptual, self.perceptual_name = losses.make_perceptual_loss(
             Path(cfg.vgg_weights) if cfg.vgg_weights else None)
         self.step = 0
+
+    @torch.no_grad()
+    def _init_from_direct_fit(self) -> None:
+        """``init="direct"``: BakeNet's input becomes the standardised raw channels of the direct
+        per-texel fit [1, 11, R, R] (instead of noise), so its convolutions act as a learnt
+        pre-filter ℋ (Eq. 11) of that fit; its output is added to ``base_raw``, the direct fit
+        low-passed by σ = ``base_blur`` texels. The zero-initialised output layer makes step 0
+        render the low-passed maps."""
+        shell = self.loaded.avatar.gaussians.shell
+        direct = direct_fit_maps(self.target, self.uv.cpu(), self.cfg.resolution)
+        base = {k: gaussian_blur(m, self.cfg.base_blur) for k, m in direct.items()} if self.cfg.base_blur > 0 else direct
+        self.base_raw = raw_from_maps(base, self.scale_norm, shell)[None].to(self.device)
+        self.net_input = standardise(raw_from_maps(direct, self.scale_norm, shell))[None].to(self.device)
 
     def _init_output_bias(self) -> None:
         """Starts each output channel at the mean of its target (raw space), so step 0 renders a
@@ -247,7 +260,7 @@ class Baker:
     # ------------------------------------------------------------------ attributes
     def maps(self) -> dict[str, Tensor]:
         """Current activated maps, name → [R, R, C]."""
-        raw = self.net(self.noise)
+        raw = self.net(self.net_input)
         if self.base_raw is not None:
             raw = raw + self.base_raw
         return activate(raw[0], self.scale_norm, self.loaded.avatar.gaussians.shell)
@@ -363,7 +376,7 @@ class Baker:
             "source_avatar_sha256": file_sha256(self.dir / "gaussians.safetensors"),
             "bake_config": to_dict(self.cfg)})
         weights = {f"net.{k}": v for k, v in self.net.state_dict().items()}
-        weights["noise"] = self.noise
+        weights["input"] = self.net_input
         if self.base_raw is not None:
             weights["base_raw"] = self.base_raw
         write_safetensors(self.dir / "bakenet.safetensors", weights)
@@ -409,21 +422,10 @@ def raw_from_maps(maps: dict[str, Tensor], scale_norm: ScaleNorm, shell: float) 
     return raw
 
 
-@torch.no_grad()
-def base_maps(values: dict[str, Tensor], uv: Tensor, resolution: int, blur: float) -> dict[str, Tensor]:
-    """The starting point of an ``init="direct"`` bake: :func:`direct_fit_maps` low-passed by a
-    Gaussian of σ = ``blur`` texels (the pre-filter ℋ of FATE Eq. 11 applied once, explicitly).
-
-    Args:
-        values: name → activated per-Gaussian values [N, C] or [N] (all five attributes).
-        uv: [N, 2] Gaussian UVs, OBJ convention (origin bottom-left).
-        resolution: map size R.
-        blur: σ in texels; 0 keeps the direct fit.
-    Returns:
-        name → map [R, R, C], float32, activated units (engine.maps).
-    """
-    maps = direct_fit_maps(values, uv, resolution)
-    return {k: gaussian_blur(m, blur) for k, m in maps.items()} if blur > 0 else maps
+def standardise(x: Tensor) -> Tensor:
+    """Per-channel zero mean, unit variance of a [C, H, W] tensor (constant channels → 0)."""
+    mu = x.mean((1, 2), keepdim=True)
+    return (x - mu) / x.std((1, 2), keepdim=True).clamp_min(1e-6)
 
 
 def gaussian_blur(m: Tensor, sigma: float) -> Tensor:
@@ -457,6 +459,8 @@ def direct_fit_maps(values: dict[str, Tensor], uv: Tensor, resolution: int, name
     Args:
         values: name → activated values [N, C] or [N].
         uv: [N, 2] OBJ convention.
+        resolution: map size R.
+        names: the subset of ``values`` to fit (None = all).
     Returns:
         name → map [R, R, C].
     """

@@ -11,8 +11,7 @@
    on the CPU (transparent film, soft light, Standard view transform);
 3. ``dataset``  — the renders and the exact parameters in the INSTA layout (last fifth = test);
 4. ``train``    — :func:`engine.train.train`;
-5. ``bake``     — neural baking into UV maps (:mod:`engine.bake` with ``init="direct"``: BakeNet
-   learns a correction of the low-passed per-texel fit, which converges within the CPU budget);
+5. ``bake``     — :func:`engine.bake.bake` with ``init="direct"`` (converges within the CPU budget);
 6. ``eval``     — PSNR/SSIM of the trained and the baked avatar on the test frames;
 7. ``extension``— ``build.py`` builds the Blender extension and installs it into a private
    Blender user folder;
