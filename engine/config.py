@@ -82,7 +82,8 @@ def load_json(cls: type[T], path: Path) -> T:
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """Adds one ``--flag`` per (nested) field of ``cls``; defaults are None (= not given)."""
+    """Adds one ``--flag`` per (nested) field of ``cls`` (``--from_maps`` and ``--from-maps`` both
+    work); defaults are None (= not given)."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
@@ -92,7 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") 
             add_arguments(parser, hint, prefix=f"{name}.")
             continue
         choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
-        parser.add_argument(f"--{name}", dest=name, default=None, type=_parser_for(hint), choices=choices,
+        flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+        parser.add_argument(*flags, dest=name, default=None, type=_parser_for(hint), choices=choices,
                             metavar=f.name.upper() if choices is None else None, help=docs.get(f.name, ""))
 
 

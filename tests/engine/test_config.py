@@ -36,3 +36,11 @@ def test_cli_flags_apply_and_choices_are_enforced(capsys):
 def test_json_round_trip_keeps_every_field():
     cfg = BakeConfig(resolution=128, depth=3, background=(0.0, 0.5, 1.0), init="noise")
     assert from_dict(BakeConfig, to_dict(cfg)) == cfg
+
+
+def test_flags_accept_dashes_as_well_as_underscores():
+    from engine.evaluate import RenderConfig
+
+    args = _parse(RenderConfig, ["--from-maps", "true"])
+    assert apply_arguments(RenderConfig(), args).from_maps is True
+    assert apply_arguments(RenderConfig(), _parse(RenderConfig, ["--from_maps", "true"])).from_maps is True
