@@ -17,57 +17,62 @@ def _client(context) -> WorkerClient:
     return WorkerClient(preferences.worker_python(context), EXTENSION_DIR)
 
 
-class FATE_OT_train_start(bpy.types.Operator):
+class _EngineJobOperator:
+    """Starts one engine job (one at a time) from the scene's FATE settings; subclasses give the
+    verb, the message and :meth:`job_config`."""
+
+    bl_options = {"REGISTER"}
+    verb = ""
+    started = ""
+
+    @classmethod
+    def poll(cls, context):
+        return job_runtime.active_job() is None
+
+    def job_config(self, context) -> tuple[dict, Path]:
+        """(engine config dict, avatar folder) from the scene settings; raises FateAddonError."""
+        raise NotImplementedError
+
+    def execute(self, context):
+        try:
+            cfg, avatar = self.job_config(context)
+            job = job_runtime.start_job(context.scene, _client(context), self.verb, cfg, avatar)
+        except FateAddonError as err:
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"{self.started} (log: {job.log_path})")
+        return {"FINISHED"}
+
+
+class FATE_OT_train_start(_EngineJobOperator, bpy.types.Operator):
     """Train an avatar from the dataset folder into the avatar folder (runs the engine in the background)"""
 
     bl_idname = "fate.train_start"
     bl_label = "Train"
-    bl_options = {"REGISTER"}
+    verb, started = "train", "Training started"
 
-    @classmethod
-    def poll(cls, context):
-        return job_runtime.active_job() is None
-
-    def execute(self, context):
+    def job_config(self, context):
         st = context.scene.fate
-        try:
-            dataset = job_config.check_dataset_dir(bpy.path.abspath(st.dataset_dir))
-            avatar = job_config.check_avatar_dir(bpy.path.abspath(st.avatar_dir), must_exist=False)
-            head_model = job_config.resolve_head_model(preferences.flame_dir(context))
-            cfg = job_config.train_config(dataset, avatar, head_model, device=preferences.device(context),
-                                          steps=st.steps, resume=st.resume)
-            job = job_runtime.start_job(context.scene, _client(context), "train", cfg, avatar)
-        except FateAddonError as err:
-            self.report({"ERROR"}, str(err))
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"Training started (log: {job.log_path})")
-        return {"FINISHED"}
+        dataset = job_config.check_dataset_dir(bpy.path.abspath(st.dataset_dir))
+        avatar = job_config.check_avatar_dir(bpy.path.abspath(st.avatar_dir), must_exist=False)
+        head_model = job_config.resolve_head_model(preferences.flame_dir(context))
+        return job_config.train_config(dataset, avatar, head_model, device=preferences.device(context),
+                                       steps=st.steps, resume=st.resume), avatar
 
 
-class FATE_OT_bake_start(bpy.types.Operator):
+class FATE_OT_bake_start(_EngineJobOperator, bpy.types.Operator):
     """Bake the trained avatar's Gaussians into UV maps (runs the engine in the background)"""
 
     bl_idname = "fate.bake_start"
     bl_label = "Bake"
-    bl_options = {"REGISTER"}
+    verb, started = "bake", "Baking started"
 
-    @classmethod
-    def poll(cls, context):
-        return job_runtime.active_job() is None
-
-    def execute(self, context):
+    def job_config(self, context):
         st = context.scene.fate
-        try:
-            avatar = job_config.check_avatar_dir(bpy.path.abspath(st.avatar_dir), must_exist=True)
-            cfg = job_config.bake_config(avatar, device=preferences.device(context), resume=st.resume,
-                                         resolution=int(st.bake_resolution), steps=st.bake_steps,
-                                         appearance_only=st.bake_appearance_only)
-            job = job_runtime.start_job(context.scene, _client(context), "bake", cfg, avatar)
-        except FateAddonError as err:
-            self.report({"ERROR"}, str(err))
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"Baking started (log: {job.log_path})")
-        return {"FINISHED"}
+        avatar = job_config.check_avatar_dir(bpy.path.abspath(st.avatar_dir), must_exist=True)
+        return job_config.bake_config(avatar, device=preferences.device(context), resume=st.resume,
+                                      resolution=int(st.bake_resolution), steps=st.bake_steps,
+                                      appearance_only=st.bake_appearance_only), avatar
 
 
 class FATE_OT_job_cancel(bpy.types.Operator):

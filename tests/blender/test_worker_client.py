@@ -237,13 +237,16 @@ def test_error_and_crash_reach_scene(scene, client, tmp_path):
     assert str(job.log_path) in scene.fate.job_error
 
 
-def test_train_operator_and_cancel(scene, fake_ext, tmp_path, monkeypatch):
+@pytest.fixture
+def fake_worker(fake_ext, monkeypatch):
+    """The job operators start the fake engine (this interpreter) instead of the real one."""
+    monkeypatch.setattr(submodule("operators.jobs"), "EXTENSION_DIR", fake_ext)
+    monkeypatch.setenv(submodule("addon.preferences").WORKER_PYTHON_ENV, sys.executable)
+
+
+def test_train_operator_and_cancel(scene, fake_worker, tmp_path, monkeypatch):
     """Train → progress → Cancel through the operators, with the fake engine as the worker."""
     jobs = submodule("addon.jobs")
-    ops_jobs = submodule("operators.jobs")
-    prefs = submodule("addon.preferences")
-    monkeypatch.setattr(ops_jobs, "EXTENSION_DIR", fake_ext)
-    monkeypatch.setenv(prefs.WORKER_PYTHON_ENV, sys.executable)
     dataset = tmp_path / "dataset"
     dataset.mkdir()
     (dataset / "transforms_train.json").write_text("{}")
@@ -306,13 +309,9 @@ def test_no_worker_survives_file_load_or_unregister(scene, client, tmp_path, reg
         registered.register()
 
 
-def test_bake_operator_passes_the_panel_settings(scene, fake_ext, tmp_path, monkeypatch):
+def test_bake_operator_passes_the_panel_settings(scene, fake_worker, tmp_path):
     """Bake writes a BakeConfig with the sidebar's map size, steps and appearance-only flag."""
     jobs = submodule("addon.jobs")
-    ops_jobs = submodule("operators.jobs")
-    prefs = submodule("addon.preferences")
-    monkeypatch.setattr(ops_jobs, "EXTENSION_DIR", fake_ext)
-    monkeypatch.setenv(prefs.WORKER_PYTHON_ENV, sys.executable)
     avatar = tmp_path / "avatar"
     avatar.mkdir()
     (avatar / "avatar.json").write_text("{}")
