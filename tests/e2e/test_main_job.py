@@ -93,7 +93,8 @@ def test_metrics(demo):
     # 64², 20 frames and 150 steps (measured ~29 dB): below the full run's 33 dB; 20 dB leaves
     # room for run-to-run variation while still failing a misaligned avatar.
     assert t["trained"]["psnr"] > 20.0
-    assert t["baked"]["psnr"] > 18.0
+    # a 30-step bake (measured: 28.91 -> 27.91 dB); the full run's bound is 1 dB
+    assert t["baked"]["psnr"] > t["trained"]["psnr"] - 2.0
     # the Blender render of the (unedited) baked avatar is the baked avatar
     assert abs(t["blender"]["psnr"] - t["baked"]["psnr"]) < 0.5
     # FATE Splats in Blender vs the engine's rasteriser, same maps: the acceptance bar is 35 dB
