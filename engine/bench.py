@@ -6,6 +6,9 @@ Suites:
 - ``densify``: sampling (FATE §3.2) vs threshold (3DGS) densification at equal iterations on the
   synthetic demo sequence: held-out PSNR and final Gaussian count.
 - ``train``: training iterations/s, wall time, peak GPU memory and held-out PSNR for a schedule.
+- ``bake``: neural baking of the ``train`` suite's avatar (trained first if missing) with
+  ``init=direct``, ``init=direct`` appearance-only and ``init=noise``: bake time, held-out PSNR
+  before/after (the cost of baking) and colour-map total variation vs the direct per-texel fit.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,7 +32,7 @@ class BenchConfig:
     """A benchmark run."""
 
     suite: str = "raster"
-    """comma-separated: raster, densify, train"""
+    """comma-separated: raster, densify, train, bake"""
     steps: int = 1500
     """training steps for the densify/train suites"""
     frames: int = 100
@@ -37,6 +41,12 @@ class BenchConfig:
     """image size for the densify/train suites"""
     gaussians: int = 20000
     """Gaussian count for the raster suite"""
+    bake_steps: int = 150
+    """image-objective steps per bake (bake suite; init=noise also gets its 500 warm-up steps)"""
+    bake_resolution: int = 128
+    """map resolution for the bake suite"""
+    bake_channels: int = 16
+    """BakeNet base width for the bake suite (FATE: 64)"""
     device: str = "auto"
     """auto, cuda or cpu"""
     workdir: str = ""
@@ -87,6 +97,44 @@ def _train_eval(dataset: Path, out: Path, steps: int, strategy: str, device: str
             "seconds": round(seconds, 1), "it_per_s": round(steps / seconds, 2)}
 
 
+def bench_bake(avatar: Path, work: Path, cfg: BenchConfig, device: str) -> list[dict]:
+    """Bakes copies of a trained avatar three ways; one row each (see the module doc)."""
+    import shutil
+
+    from engine.avatar_io import load_avatar
+    from engine.bake import BakeConfig, bake, direct_fit_maps
+    from engine.evaluate import EvalConfig, run_eval
+    from engine.maps import gaussian_uvs, load_maps, total_variation
+    from engine.uv import island_mask
+
+    trained = run_eval(EvalConfig(avatar=str(avatar), split="test", device=device))["psnr"]
+    av = load_avatar(avatar).avatar
+    uv = gaussian_uvs(av.gaussians.face_idx, av.gaussians.bary, av.head.uvs, av.head.faces_uv_all)
+    R = cfg.bake_resolution
+    mask = island_mask(av.head.uvs, av.head.faces_uv_all, R)
+    tv_direct = total_variation(direct_fit_maps({"color": av.gaussians.colors().detach()}, uv, R)["color"], mask)
+    rows = []
+    variants = (("init=direct", "baked_direct", {}),
+                ("init=direct, appearance only", "baked_appearance", {"appearance_only": True}),
+                ("init=noise (FATE)", "baked_noise", {"init": "noise"}))
+    for name, folder, extra in variants:
+        d = work / folder
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(avatar, d, ignore=shutil.ignore_patterns("maps", "bakenet*", "checkpoints"))
+        bcfg = BakeConfig(avatar=str(d), resolution=R, steps=cfg.bake_steps, base_channels=cfg.bake_channels,
+                          depth=min(4, int(math.log2(R)) - 3), device=device, checkpoint_every=0, **extra)
+        t0 = time.time()
+        bake(bcfg)
+        seconds = time.time() - t0
+        baked = run_eval(EvalConfig(avatar=str(d), split="test", device=device, from_maps=True))["psnr"]
+        maps, _ = load_maps(d / "maps", names=("color",))
+        rows.append({"bake": name, "steps": bcfg.warmup + bcfg.steps, "resolution": R, "seconds": round(seconds, 1),
+                     "psnr_trained": round(trained, 2), "psnr_baked": round(baked, 2),
+                     "cost_db": round(trained - baked, 2), "tv_color": round(total_variation(maps["color"], mask), 4),
+                     "tv_direct_fit": round(tv_direct, 4)})
+    return rows
+
+
 def run_bench(cfg: BenchConfig, sink=None) -> dict:
     """Runs the requested suites and prints markdown tables on stderr (and JSON to ``out``)."""
     from engine.synthetic import SyntheticConfig, write_synthetic_dataset
@@ -99,7 +147,7 @@ def run_bench(cfg: BenchConfig, sink=None) -> dict:
                      "torch": torch.__version__}
     suites = [s.strip() for s in cfg.suite.split(",") if s.strip()]
     dataset = None
-    if any(s in ("densify", "train") for s in suites):
+    if any(s in ("densify", "train", "bake") for s in suites):
         dataset = work / f"synthetic_{cfg.resolution}"
         if not (dataset / "transforms_train.json").exists():
             write_synthetic_dataset(dataset, resolve_head_model("demo"),
@@ -116,6 +164,11 @@ def run_bench(cfg: BenchConfig, sink=None) -> dict:
         if device == "cuda":
             row["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         results["train"] = [row]
+    if "bake" in suites:
+        avatar = work / "avatar_train"
+        if not (avatar / "avatar.json").exists():
+            _train_eval(dataset, avatar, cfg.steps, "sampling", device)
+        results["bake"] = bench_bake(avatar, work, cfg, device)
     text = format_tables(results)
     import sys
     print(text, file=sys.stderr)

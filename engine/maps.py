@@ -141,6 +141,22 @@ def set_gaussians_from_maps(gaussians, maps: dict[str, Tensor], uv: Tensor) -> N
         g.offset_raw.data = torch.atanh(ratio)
 
 
+def total_variation(m: Tensor, mask: np.ndarray | Tensor) -> float:
+    """Mean L1 difference between horizontally and vertically adjacent texels that are both inside
+    ``mask`` (the UV islands): the continuity measure of FATE Fig. 4.
+
+    Args:
+        m: map [R, R, C] (summed over channels).
+        mask: bool [R, R], True inside the islands (``engine.uv.island_mask``).
+    Returns:
+        the mean, in the map's units (e.g. colour in [0, 1] per channel, summed over RGB).
+    """
+    mk = torch.as_tensor(mask, dtype=torch.bool)
+    dx = (m[:, 1:] - m[:, :-1]).abs().sum(-1)[mk[:, 1:] & mk[:, :-1]]
+    dy = (m[1:] - m[:-1]).abs().sum(-1)[mk[1:] & mk[:-1]]
+    return float(torch.cat([dx, dy]).mean())
+
+
 def outside_islands(uv: Tensor, island: np.ndarray) -> Tensor:
     """Gaussians whose UV's nearest texel is not covered by any UV face (bool [N])."""
     h, w = island.shape
