@@ -201,7 +201,6 @@ class Baker:
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.rng = np.random.default_rng(cfg.seed)
         self.dir = Path(cfg.avatar)
         self.loaded = load_avatar(self.dir, self.device)
         av = self.loaded.avatar
@@ -232,6 +231,7 @@ class Baker:
         self.perceptual, self.perceptual_name = losses.make_perceptual_loss(
             Path(cfg.vgg_weights) if cfg.vgg_weights else None)
         self.step = 0
+        self._epoch, self._order = -1, np.zeros(0, dtype=np.int64)
 
     @torch.no_grad()
     def _init_from_direct_fit(self) -> None:
@@ -329,6 +329,15 @@ class Baker:
         mse = float((out.image.detach() - gt).square().mean())
         return {"loss": float(loss.detach()), "psnr": -10 * math.log10(max(mse, 1e-12))}
 
+    def frame_for_step(self, k: int) -> int:
+        """Training frame of image step ``k``: each epoch is a permutation of the training frames
+        seeded by (seed, epoch), so a resumed bake sees the same frames as an uninterrupted one."""
+        epoch, i = divmod(k, len(self.train_idx))
+        if self._epoch != epoch:
+            self._epoch = epoch
+            self._order = np.random.default_rng([self.cfg.seed, epoch]).permutation(self.train_idx)
+        return int(self._order[i])
+
     def run(self) -> dict:
         cfg = self.cfg
         ckpt = self.dir / "maps_checkpoint.safetensors"
@@ -336,7 +345,6 @@ class Baker:
             self._load_checkpoint(ckpt)
         total = cfg.warmup + cfg.steps
         t0 = time.time()
-        order: list[int] = []
         stats = {"loss": float("nan"), "psnr": float("nan")}
         while self.step < total:
             if self.cancel is not None and self.cancel.requested:
@@ -348,9 +356,7 @@ class Baker:
             if self.step < cfg.warmup:
                 stats = {"loss": self.warmup_step(), "psnr": float("nan")}
             else:
-                if not order:
-                    order = list(self.rng.permutation(self.train_idx))
-                stats = self.image_step(int(order.pop()))
+                stats = self.image_step(self.frame_for_step(self.step - cfg.warmup))
             self.step += 1
             if self.sink is not None:
                 self.sink.progress("bake", self.step, total, loss=round(stats["loss"], 5),

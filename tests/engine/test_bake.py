@@ -44,9 +44,8 @@ def baked_metrics(baked_avatar):
 
 
 def test_baking_cost_is_bounded(trained_metrics, baked_metrics):
-    # Issue 3: <= 1.0 dB on held-out frames (FATE reports ~0.6 dB). Measured on a 1000-step
-    # avatar of the same schedule: 31.09 -> 31.71 dB (baking *gained* 0.6 dB: the image stage
-    # keeps optimising the appearance).
+    # Issue 3: <= 1.0 dB on held-out frames (FATE reports ~0.6 dB). Measured: 31.06 -> 32.01 dB
+    # (baking *gained* 0.96 dB: the image stage keeps optimising the appearance).
     drop = trained_metrics["psnr"] - baked_metrics["psnr"]
     print(f"trained {trained_metrics['psnr']:.2f} dB, baked {baked_metrics['psnr']:.2f} dB, drop {drop:.2f} dB")
     assert drop <= 1.0, (trained_metrics, baked_metrics)
@@ -90,7 +89,7 @@ def test_baked_colour_map_is_smoother_than_direct_fit(baked_avatar):
     mask = island_mask(av.head.uvs, av.head.faces_uv_all, 128)
     tv_baked, tv_direct = total_variation(maps["color"], mask), total_variation(direct, mask)
     print(f"total variation inside islands: baked {tv_baked:.4f}, direct {tv_direct:.4f}")
-    # measured 0.046 vs 0.134 in the deterministic test schedule (ground-truth albedo: 0.037)
+    # measured 0.052 vs 0.134 in the deterministic test schedule (ground-truth albedo: 0.037)
     assert tv_baked < 0.6 * tv_direct
 
 
@@ -159,6 +158,36 @@ def test_noise_init_warm_start_regresses_the_attributes(trained_avatar, tmp_path
     assert colour_error() < 0.75 * before  # measured 0.116 → 0.072
     assert (d / "maps" / "color.exr").exists()
     assert BakeConfig(init="noise").warmup == 500 and BakeConfig().warmup == 0
+
+
+def test_cancelled_bake_resumes_to_the_same_maps(trained_avatar, tmp_path):
+    """Cancel writes a checkpoint; --resume continues it to the maps an uninterrupted bake writes."""
+    from engine.errors import CancelledError
+    from engine.protocol import CancelToken
+
+    small = dict(QUICK_BAKE, resolution=32, base_channels=8, depth=2, steps=8)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    for d in (whole, parts):
+        shutil.copytree(trained_avatar, d, ignore=shutil.ignore_patterns("maps", "bakenet*"))
+    bake(BakeConfig(avatar=str(whole), **small))
+
+    token = CancelToken(listen_stdin=False)
+
+    class CancelAtStep3:
+        def progress(self, stage, step, total, **kw):
+            if step == 3:
+                token.request()
+
+    with pytest.raises(CancelledError) as err:
+        bake(BakeConfig(avatar=str(parts), **small), sink=CancelAtStep3(), cancel=token)
+    assert (parts / "maps_checkpoint.safetensors").is_file() and "step 3" in str(err.value)
+    assert not (parts / "maps").exists()
+    result = bake(BakeConfig(avatar=str(parts), resume=True, **small))
+    assert result["steps"] == 8 and not (parts / "maps_checkpoint.safetensors").exists()
+    a, _ = load_maps(whole / "maps")
+    b, _ = load_maps(parts / "maps")
+    for name in MAP_SPECS:
+        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-5)
 
 
 def test_edited_maps_are_validated(baked_avatar, tmp_path, caplog):
