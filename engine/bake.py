@@ -194,7 +194,7 @@ class Baker:
 
     def __init__(self, cfg: BakeConfig, sink=None, cancel=None):
         from engine.data import load_sequence
-        from engine.train import FrameImages, resize_sequence, resolve_device
+        from engine.train import FrameImages, FrameSchedule, resize_sequence, resolve_device
 
         self.cfg, self.sink, self.cancel = cfg, sink, cancel
         self.device = resolve_device(cfg.device)
@@ -231,7 +231,7 @@ class Baker:
         self.perceptual, self.perceptual_name = losses.make_perceptual_loss(
             Path(cfg.vgg_weights) if cfg.vgg_weights else None)
         self.step = 0
-        self._epoch, self._order = -1, np.zeros(0, dtype=np.int64)
+        self.schedule = FrameSchedule(self.train_idx, cfg.seed)
 
     @torch.no_grad()
     def _init_from_direct_fit(self) -> None:
@@ -329,15 +329,6 @@ class Baker:
         mse = float((out.image.detach() - gt).square().mean())
         return {"loss": float(loss.detach()), "psnr": -10 * math.log10(max(mse, 1e-12))}
 
-    def frame_for_step(self, k: int) -> int:
-        """Training frame of image step ``k``: each epoch is a permutation of the training frames
-        seeded by (seed, epoch), so a resumed bake sees the same frames as an uninterrupted one."""
-        epoch, i = divmod(k, len(self.train_idx))
-        if self._epoch != epoch:
-            self._epoch = epoch
-            self._order = np.random.default_rng([self.cfg.seed, epoch]).permutation(self.train_idx)
-        return int(self._order[i])
-
     def run(self) -> dict:
         cfg = self.cfg
         ckpt = self.dir / "maps_checkpoint.safetensors"
@@ -356,7 +347,7 @@ class Baker:
             if self.step < cfg.warmup:
                 stats = {"loss": self.warmup_step(), "psnr": float("nan")}
             else:
-                stats = self.image_step(self.frame_for_step(self.step - cfg.warmup))
+                stats = self.image_step(self.schedule(self.step - cfg.warmup))
             self.step += 1
             if self.sink is not None:
                 self.sink.progress("bake", self.step, total, loss=round(stats["loss"], 5),

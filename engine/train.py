@@ -123,6 +123,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class FrameSchedule:
+    """Which training frame each step uses: every epoch is a permutation of ``frames`` seeded by
+    (seed, epoch), so the order depends only on the step and a resumed job sees the same frames
+    as an uninterrupted one.
+
+    Args:
+        frames: frame indices of the training split.
+        seed: the job's seed.
+    """
+
+    def __init__(self, frames: list[int], seed: int):
+        self.frames, self.seed = list(frames), seed
+        self._epoch, self._order = -1, np.zeros(0, dtype=np.int64)
+
+    def __call__(self, step: int) -> int:
+        """Frame index for 0-based ``step``."""
+        epoch, i = divmod(step, len(self.frames))
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._order = np.random.default_rng([self.seed, epoch]).permutation(self.frames)
+        return int(self._order[i])
+
+
 class FrameImages:
     """All frames of a sequence decoded once into uint8 tensors (resized if asked)."""
 
@@ -271,7 +294,6 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.rng = np.random.default_rng(cfg.seed)
         self.out = Path(cfg.output)
         self.seq = resize_sequence(load_sequence(Path(cfg.dataset)), cfg.image_size)
         self.train_idx = self.seq.indices("train")
@@ -298,7 +320,7 @@ class Trainer:
             self._log(f"resumed from step {self.step}")
         self._log(f"training on {self.device} with the '{self._backend_name()}' rasteriser, "
                   f"{len(self.avatar.gaussians)} Gaussians, perceptual term: {self.perceptual_name}")
-        order: list[int] = []
+        schedule = FrameSchedule(self.train_idx, cfg.seed)
         t0 = time.time()
         stats = {"loss": float("nan"), "psnr": float("nan")}
         while self.step < cfg.steps:
@@ -308,9 +330,7 @@ class Trainer:
                 err = CancelledError(f"training cancelled at step {self.step}; checkpoint {path}")
                 err.checkpoint = str(path)  # type: ignore[attr-defined]
                 raise err
-            if not order:
-                order = list(self.rng.permutation(self.train_idx))
-            stats = self.train_step(int(order.pop()))
+            stats = self.train_step(schedule(self.step))
             self.step += 1
             self._after_step(stats, t0)
         avatar_io.save_checkpoint(self.out, self)
