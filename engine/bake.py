@@ -72,6 +72,8 @@ class BakeConfig:
     """U-Net down-sampling levels (FATE: 4, i.e. 64→1024)"""
     lr: float = 1e-3
     """Adam learning rate (supp. §7.3)"""
+    lr_final: float = 1e-4
+    """learning rate at the last image step (exponential decay from ``lr``; = lr: constant)"""
     init: Literal["direct", "noise"] = "direct"
     """"direct": BakeNet filters the per-texel fit of the trained Gaussians and adds a residual to
     its low-passed version (module doc); converges in ~150 steps. "noise": BakeNet maps fixed
@@ -325,9 +327,17 @@ class Baker:
                                                 for k in ("color", "opacity"))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        for group in self.opt.param_groups:
+            group["lr"] = self.image_lr(self.step - cfg.warmup)
         self.opt.step()
         mse = float((out.image.detach() - gt).square().mean())
         return {"loss": float(loss.detach()), "psnr": -10 * math.log10(max(mse, 1e-12))}
+
+    def image_lr(self, k: int) -> float:
+        """Learning rate of image step ``k`` (0-based): ``lr`` decaying exponentially to
+        ``lr_final`` at the last step (a function of the step, so resumed bakes are exact)."""
+        cfg = self.cfg
+        return cfg.lr * (cfg.lr_final / cfg.lr) ** (k / max(cfg.steps - 1, 1))
 
     def run(self) -> dict:
         cfg = self.cfg

@@ -110,7 +110,7 @@ class DemoConfig:
 
 PRESETS: dict[str, dict[str, int]] = {
     "cpu": dict(frames=100, resolution=256, samples=16, texture_resolution=1024, steps=400,
-                uv_resolution=160, densify_count=1000, bake_resolution=256, bake_steps=200,
+                uv_resolution=160, densify_count=1000, bake_resolution=256, bake_steps=300,
                 bake_channels=16, turntable_frames=72, threads=1),
     "cuda": dict(frames=150, resolution=512, samples=32, texture_resolution=2048, steps=6000,
                  uv_resolution=256, densify_count=5000, bake_resolution=512, bake_steps=1500,
