@@ -409,8 +409,23 @@ class Baker:
         self.step = int(t["step"])
 
 
+def unet_depth(resolution: int, max_depth: int = 4) -> int:
+    """U-Net down-sampling levels for a map size: FATE's 4, fewer for small maps so the bottom
+    level stays at least 8 texels wide (32 → 2, 64 → 3, 128 and larger → 4)."""
+    return max(1, min(max_depth, int(math.log2(resolution)) - 3))
+
+
 def raw_from_maps(maps: dict[str, Tensor], scale_norm: ScaleNorm, shell: float) -> Tensor:
-    """Inverse of :func:`activate`: activated maps name → [R, R, C] → raw channels [11, R, R].
+    """Inverse of :func:`activate`: activated maps → raw BakeNet channels.
+
+    Args:
+        maps: name → float32 [R, R, C] in engine.maps units (colour and opacity in [0, 1], scale in
+            meters relative to the face scale, rotation axis-angle in the face frame, offset in
+            meters along the normal).
+        scale_norm: the Eq. 24 normalisation the raw scale channels go through.
+        shell: the offset bound in meters (offset = shell·tanh(raw)).
+    Returns:
+        float32 [11, R, R] on the CPU, channels in :data:`CHANNELS` order (supp. §7.3).
 
     Colour and opacity are clamped to (1e-4, 1 − 1e-4) and the offset to ±0.999·shell first, so
     the logit/atanh stay finite.
@@ -436,7 +451,15 @@ def standardise(x: Tensor) -> Tensor:
 
 
 def gaussian_blur(m: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of a map [R, R, C] (σ in texels, replicate borders)."""
+    """Separable Gaussian blur of a UV map (the low-pass of the ``init="direct"`` starting maps).
+
+    Args:
+        m: float [R, R, C] map.
+        sigma: standard deviation in texels (> 0); the kernel spans ±ceil(3σ).
+    Returns:
+        [R, R, C], same dtype and device; borders are replicated, the kernel sums to 1 (constants
+        are kept).
+    """
     radius = max(1, int(math.ceil(3 * sigma)))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     k = torch.exp(-0.5 * (x / sigma) ** 2)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -98,11 +97,23 @@ def _train_eval(dataset: Path, out: Path, steps: int, strategy: str, device: str
 
 
 def bench_bake(avatar: Path, work: Path, cfg: BenchConfig, device: str) -> list[dict]:
-    """Bakes copies of a trained avatar three ways; one row each (see the module doc)."""
+    """Bakes copies of a trained avatar three ways (init=direct, appearance only, init=noise).
+
+    Args:
+        avatar: trained avatar folder (not modified; copies go to ``work/baked_*``).
+        work: scratch folder.
+        cfg: bake_steps, bake_resolution, bake_channels are used.
+        device: "cpu" or "cuda".
+    Returns:
+        one row per bake: steps (warm-up included), resolution, seconds (bake only), held-out
+        PSNR in dB of the trained and the baked avatar, their difference ``cost_db`` (negative =
+        a gain), and the colour-map total variation of the bake and of the direct per-texel fit
+        (:func:`engine.maps.total_variation`, FATE Fig. 4).
+    """
     import shutil
 
     from engine.avatar_io import load_avatar
-    from engine.bake import BakeConfig, bake, direct_fit_maps
+    from engine.bake import BakeConfig, bake, direct_fit_maps, unet_depth
     from engine.evaluate import EvalConfig, run_eval
     from engine.maps import gaussian_uvs, load_maps, total_variation
     from engine.uv import island_mask
@@ -122,7 +133,7 @@ def bench_bake(avatar: Path, work: Path, cfg: BenchConfig, device: str) -> list[
         shutil.rmtree(d, ignore_errors=True)
         shutil.copytree(avatar, d, ignore=shutil.ignore_patterns("maps", "bakenet*", "checkpoints"))
         bcfg = BakeConfig(avatar=str(d), resolution=R, steps=cfg.bake_steps, base_channels=cfg.bake_channels,
-                          depth=min(4, int(math.log2(R)) - 3), device=device, checkpoint_every=0, **extra)
+                          depth=unet_depth(R), device=device, checkpoint_every=0, **extra)
         t0 = time.time()
         bake(bcfg)
         seconds = time.time() - t0

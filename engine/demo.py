@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import platform
 import subprocess
@@ -655,11 +654,11 @@ def _train_config(cfg: DemoConfig, dataset: Path, avatar: Path):
 
 
 def _bake_config(cfg: DemoConfig, avatar: Path):
-    from engine.bake import BakeConfig
+    from engine.bake import BakeConfig, unet_depth
 
     return BakeConfig(avatar=str(avatar), resolution=cfg.bake_resolution, steps=cfg.bake_steps,
                       init="direct", base_channels=cfg.bake_channels,
-                      depth=min(4, int(math.log2(cfg.bake_resolution)) - 3), device=cfg.device,
+                      depth=unet_depth(cfg.bake_resolution), device=cfg.device,
                       checkpoint_every=0, seed=cfg.seed, threads=cfg.threads)
 
 

@@ -125,6 +125,13 @@ def test_raw_from_maps_inverts_activate():
         torch.testing.assert_close(back[name], maps[name], atol=1e-5, rtol=1e-4)
 
 
+def test_unet_depth_keeps_the_bottom_level_at_least_8_texels():
+    from engine.bake import unet_depth
+
+    assert [unet_depth(r) for r in (32, 64, 128, 256, 512)] == [2, 3, 4, 4, 4]
+    assert all(r // 2 ** unet_depth(r) >= 8 for r in (32, 64, 128, 256, 512))
+
+
 def test_gaussian_blur_keeps_constants_and_mass():
     from engine.bake import gaussian_blur
 
