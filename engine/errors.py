@@ -34,3 +34,7 @@ class ConfigError(FateError):
 
 class CancelledError(FateError):
     """A job stopped because the user asked it to (SIGTERM or a ``cancel`` line)."""
+
+
+class DemoError(FateError):
+    """A stage of the main job failed (the message names the stage and its log file)."""

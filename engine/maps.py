@@ -104,12 +104,12 @@ def gaussians_from_maps(maps: dict[str, Tensor], verts: Tensor, faces: Tensor, f
         faces: mesh + mouth faces, int64. [F, 3]
         face_idx: int64 [N]; bary: [N, 3]; uv: the bindings' UVs (OBJ convention). [N, 2]
     Returns:
-        :class:`engine.gaussians.WorldGaussians`.
+        :class:`engine.model.gaussians.WorldGaussians`.
     Raises:
         MapsError: a map is missing.
     """
-    from engine.gaussians import place_gaussians
-    from engine.rotations import axis_angle_to_matrix
+    from engine.geometry.rotations import axis_angle_to_matrix
+    from engine.model.gaussians import place_gaussians
 
     missing = sorted(set(MAP_SPECS) - set(maps))
     if missing:
@@ -121,10 +121,10 @@ def gaussians_from_maps(maps: dict[str, Tensor], verts: Tensor, faces: Tensor, f
 
 @torch.no_grad()
 def set_gaussians_from_maps(gaussians, maps: dict[str, Tensor], uv: Tensor) -> None:
-    """Overwrites a :class:`engine.gaussians.UVGaussians`' attributes with the maps' values at their
-    UVs (inverse activations of engine.gaussians), e.g. to render an edited avatar."""
-    from engine.gaussians import SH_C0, inverse_sigmoid
-    from engine.rotations import axis_angle_to_quaternion
+    """Overwrites a :class:`engine.model.gaussians.UVGaussians`' attributes with the maps' values at their
+    UVs (inverse activations of engine.model.gaussians), e.g. to render an edited avatar."""
+    from engine.geometry.rotations import axis_angle_to_quaternion
+    from engine.model.gaussians import SH_C0, inverse_sigmoid
 
     vals = sample_maps({k: v.to(uv.device) for k, v in maps.items()}, uv)
     g = gaussians
@@ -147,7 +147,7 @@ def total_variation(m: Tensor, mask: np.ndarray | Tensor) -> float:
 
     Args:
         m: map [R, R, C] (summed over channels).
-        mask: bool [R, R], True inside the islands (``engine.uv.island_mask``).
+        mask: bool [R, R], True inside the islands (``engine.geometry.uv.island_mask``).
     Returns:
         the mean, in the map's units (e.g. colour in [0, 1] per channel, summed over RGB).
     """
@@ -174,7 +174,7 @@ def load_maps_into(gaussians, maps_dir: Path, head) -> dict[str, Tensor]:
     Returns:
         the maps that were applied.
     """
-    from engine.uv import island_mask
+    from engine.geometry.uv import island_mask
 
     maps, manifest = load_maps(maps_dir)
     uv = gaussian_uvs(gaussians.face_idx, gaussians.bary, head.uvs, head.faces_uv_all)
@@ -190,8 +190,8 @@ def load_maps_into(gaussians, maps_dir: Path, head) -> dict[str, Tensor]:
 # ---------------------------------------------------------------------- files
 def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = None) -> Path:
     """Writes maps as float32 EXR + PNG previews + maps.json (atomic). Returns maps.json's path."""
-    from engine.avatar_io import write_json
-    from engine.image_io import write_exr, write_png
+    from engine.io.atomic import write_json
+    from engine.io.images import write_exr, write_png
 
     maps_dir = Path(maps_dir)
     maps_dir.mkdir(parents=True, exist_ok=True)
@@ -230,7 +230,7 @@ def load_maps(maps_dir: Path, names=None) -> tuple[dict[str, Tensor], dict]:
     """
     import json
 
-    from engine.image_io import read_image
+    from engine.io.images import read_image
 
     maps_dir = Path(maps_dir)
     mpath = maps_dir / "maps.json"

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from engine.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -19,14 +19,15 @@ QUICK_DENSIFY = dict(start=250, every=250, count=1000, prune_every=250, reset_ev
 
 @pytest.fixture(scope="session")
 def demo_head():
-    from engine.demo_head import build_demo_head
+    from engine.model.demo_head import build_demo_head
     return build_demo_head()
 
 
 @pytest.fixture(scope="session")
 def demo_dataset(tmp_path_factory, demo_head) -> Path:
     """100 frames at 128² of the dense ground-truth Gaussian head (last 20 % held out)."""
-    from engine.synthetic import SyntheticConfig, write_synthetic_dataset
+    from engine.demo.config import SyntheticConfig
+    from engine.demo.synthetic import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("demo_dataset")
     return write_synthetic_dataset(root, demo_head, SyntheticConfig(frames=100, resolution=128))
@@ -35,8 +36,9 @@ def demo_dataset(tmp_path_factory, demo_head) -> Path:
 @pytest.fixture(scope="session")
 def trained_avatar(tmp_path_factory, demo_dataset) -> Path:
     """The demo avatar trained with QUICK_TRAIN (a few minutes on 2 CPU cores)."""
-    from engine.densify import DensifyConfig
-    from engine.train import TrainConfig, train
+    from engine.train.config import TrainConfig
+    from engine.train.densify.config import DensifyConfig
+    from engine.train.trainer import train
 
     out = tmp_path_factory.mktemp("avatar")
     cfg = TrainConfig(dataset=str(demo_dataset), output=str(out), device="cpu",
@@ -47,5 +49,6 @@ def trained_avatar(tmp_path_factory, demo_dataset) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_metrics(trained_avatar) -> dict:
-    from engine.evaluate import EvalConfig, run_eval
+    from engine.evaluate.config import EvalConfig
+    from engine.evaluate.evaluate import run_eval
     return run_eval(EvalConfig(avatar=str(trained_avatar), split="test", device="cpu"))

@@ -11,6 +11,7 @@ OpenCV world→camera ``viewmats``, pixel ``Ks``) and raises
 
 from engine.data.imavatar import read_imavatar
 from engine.data.insta import read_insta, write_insta
-from engine.data.sequence import ImageCache, Sequence, load_sequence
+from engine.data.load import load_sequence
+from engine.data.sequence import Sequence
 
-__all__ = ["Sequence", "ImageCache", "load_sequence", "read_insta", "write_insta", "read_imavatar"]
+__all__ = ["Sequence", "load_sequence", "read_insta", "write_insta", "read_imavatar"]

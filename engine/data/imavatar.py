@@ -31,7 +31,7 @@ Conventions, checked against IMavatar (``optimize.py`` projection, ``real_datase
   divides by z < 0 and lifts pixels at depth −1): OpenGL axes. Pixel
   ``u = fx·x/z + cx``, ``v = fy·y/z + cy`` with the stored (normalised × size) ``fx < 0``,
   ``fy > 0``. Hence ``viewmat = diag(−sgn fx, −sgn fy, −1, 1) @ [R | t / 4]``, which for
-  the standard signs is :func:`engine.cameras.opengl_w2c_to_opencv_w2c`; signs that
+  the standard signs is :func:`engine.geometry.cameras.opengl_w2c_to_opencv_w2c`; signs that
   would mirror the image (sgn fx = sgn fy) are rejected. FATE divides the translation
   by 4 too and, for IMavatar's identity rotation, its chain of axis flips gives the same
   camera.
@@ -60,17 +60,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.cameras import normalized_to_pixel_intrinsics, opengl_w2c_to_opencv_w2c
-from engine.errors import DatasetError
-from engine.data.sequence import (
-    POSE_DIM,
-    Sequence,
+from engine.data.checks import (
     check_finite,
     check_image_file,
     check_mask_file,
     check_rigid,
     read_image_header,
     stack_vectors,
+)
+from engine.data.sequence import POSE_DIM, Sequence
+from engine.errors import DatasetError
+from engine.geometry.cameras import (
+    normalized_to_pixel_intrinsics,
+    opengl_w2c_to_opencv_w2c,
 )
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ metrical tracker's output) and the consumer (FATE ``train/dataset.py::InstaDatas
 - ``transform_matrix`` is ``inv(w2c)`` of the tracker's **OpenCV** camera (pytorch3d's
   ``opencv_from_cameras_projection``); FATE inverts it and hands it to the 3DGS
   rasteriser (OpenCV/COLMAP axes) with no axis flip. So ``viewmat = inv(transform_matrix)``
-  (:func:`engine.cameras.c2w_to_w2c`), not the NeRF OpenGL flip.
+  (:func:`engine.geometry.cameras.c2w_to_w2c`), not the NeRF OpenGL flip.
 - 6D rotations are PyTorch3D's (first two rows of R, Gram–Schmidt):
-  :func:`engine.rotations.rotation_6d_to_matrix`, then axis-angle.
+  :func:`engine.geometry.rotations.rotation_6d_to_matrix`, then axis-angle.
 - FLAME pose = [root, neck, jaw, left_eye, right_eye]; root and neck are identity in
   INSTA data (the head rotation lives in the camera: FATE's ``rot_camera = True``).
 - Eyes: the tracker's FLAME concatenates ``[rot, neck, jaw, eyes]`` as 6D blocks, so
@@ -49,19 +49,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from engine.cameras import c2w_to_w2c
-from engine.errors import DatasetError
-from engine.data.sequence import (
-    JOINT_SLICES,
-    POSE_DIM,
-    Sequence,
+from engine.data.checks import (
     check_finite,
     check_image_file,
     check_mask_file,
@@ -70,12 +64,16 @@ from engine.data.sequence import (
     read_float_file,
     stack_vectors,
 )
-from engine.rotations import (
+from engine.data.sequence import JOINT_SLICES, POSE_DIM, Sequence
+from engine.errors import DatasetError
+from engine.geometry.cameras import c2w_to_w2c
+from engine.geometry.rotations import (
     axis_angle_to_matrix,
     matrix_to_axis_angle,
     matrix_to_rotation_6d,
     rotation_6d_to_matrix,
 )
+from engine.io.atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -358,16 +356,9 @@ def _fmt64(x: float) -> str:
     return repr(float(x))
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_vector(path: Path, values: np.ndarray, fmt) -> None:
     """One value per line, like ``np.savetxt`` of a 1D array (what INSTA writes)."""
-    _write_text_atomic(path, "".join(fmt(float(v)) + "\n" for v in np.asarray(values).reshape(-1)))
+    write_text(path, "".join(fmt(float(v)) + "\n" for v in np.asarray(values).reshape(-1)))
 
 
 def _frame_file_names(seq: Sequence) -> list[str]:
@@ -407,7 +398,7 @@ def write_insta(root: str | Path, seq: Sequence,
         DatasetError: wrong image/mask count or size, intrinsics that INSTA cannot hold
             (skew or a non-[0, 0, 1] last row).
     """
-    from engine.image_io import write_png
+    from engine.io.images import write_png
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -479,6 +470,6 @@ def write_insta(root: str | Path, seq: Sequence,
             "camera_angle_y": 2.0 * math.atan(H / (2.0 * K0[1, 1])),
             "frames": frames,
         }
-        _write_text_atomic(root / json_name, json.dumps(data, indent=1))
+        write_text(root / json_name, json.dumps(data, indent=1))
     log.info("wrote INSTA sequence %s: %d frames", root, T)
     return names

@@ -22,8 +22,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from engine.cameras import Camera
 from engine.errors import ConfigError, FateError
+from engine.geometry.cameras import Camera
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def rasterize(means: Tensor, covars: Tensor, opacities: Tensor, colors: Tensor, 
             read, as gsplat does, so gradients land there). [N, 3, 3]
         opacities: in [0, 1]. [N]
         colors: per-Gaussian colour (sRGB values in [0, 1] by the project's convention). [N, 3]
-        camera: OpenCV pinhole camera, see :class:`engine.cameras.Camera`.
+        camera: OpenCV pinhole camera, see :class:`engine.geometry.cameras.Camera`.
         background: colour behind the splats. [3]; None = black.
         backend: ``"auto"`` (:func:`default_backend` of ``means.device``), ``"torch"`` or
             ``"gsplat"``.

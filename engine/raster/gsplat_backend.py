@@ -13,8 +13,8 @@ import logging
 import torch
 from torch import Tensor
 
-from engine.cameras import Camera
 from engine.errors import FateError
+from engine.geometry.cameras import Camera
 from engine.raster.torch_ref import EPS2D
 
 logger = logging.getLogger(__name__)

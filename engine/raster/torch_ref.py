@@ -68,7 +68,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from engine.cameras import Camera
+from engine.geometry.cameras import Camera
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Fast checks of the main job's engine-side parts (engine/demo.py): presets, the demo subject's
+"""Fast checks of the main job's engine-side parts (engine/demo/): presets, the demo subject's
 motion, texture and logo placement, and the stage runner's error reporting."""
 
 from __future__ import annotations
@@ -11,9 +11,15 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the engine needs torch")
 
-from engine import demo  # noqa: E402
-from engine.demo_head import DEMO_EXPRESSION_NAMES, build_demo_head  # noqa: E402
-from engine.errors import ConfigError  # noqa: E402
+from engine.demo.config import DemoConfig  # noqa: E402
+from engine.demo.motion import talking_motion  # noqa: E402
+from engine.demo.report import contact_sheet  # noqa: E402
+from engine.demo.run import resolve_config  # noqa: E402
+from engine.demo.stages import run_stage_process  # noqa: E402
+from engine.demo.subject import logo_uv_box, write_neutral_blender_head  # noqa: E402
+from engine.demo.texture import albedo_texture  # noqa: E402
+from engine.errors import ConfigError, DemoError  # noqa: E402
+from engine.model.demo_head import DEMO_EXPRESSION_NAMES, build_demo_head  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -22,20 +28,20 @@ def head():
 
 
 def test_presets_fill_only_unset_fields():
-    cfg = demo.resolve_config(demo.DemoConfig(preset="cpu", steps=7))
+    cfg = resolve_config(DemoConfig(preset="cpu", steps=7))
     assert cfg.steps == 7 and cfg.resolution == 256 and cfg.preset == "cpu"
-    assert demo.resolve_config(demo.DemoConfig(preset="test")).resolution == 64
-    auto = demo.resolve_config(demo.DemoConfig(device="cpu"))
+    assert resolve_config(DemoConfig(preset="test")).resolution == 64
+    auto = resolve_config(DemoConfig(device="cpu"))
     assert auto.preset == "cpu"  # "auto" never picks CUDA when the device is forced to the CPU
     with pytest.raises(ConfigError, match="preset"):
-        demo.resolve_config(demo.DemoConfig(preset="huge"))
+        resolve_config(DemoConfig(preset="huge"))
     with pytest.raises(ConfigError, match="frames"):
-        demo.resolve_config(demo.DemoConfig(preset="test", frames=3))
+        resolve_config(DemoConfig(preset="test", frames=3))
 
 
 def test_motion_ranges_and_test_views_seen_in_training(head):
     T = 100
-    m = demo.demo_motion(head, T)
+    m = talking_motion(head, T)
     assert m["expr"].shape == (T, head.num_expr) and m["pose"].shape == (T, 15)
     # head turns reach ±30° yaw and ±15° pitch (within the sampling of 100 frames)
     assert 29.0 < np.degrees(np.abs(m["yaw"]).max()) <= 30.0 + 1e-9
@@ -57,11 +63,11 @@ def test_motion_ranges_and_test_views_seen_in_training(head):
 
 
 def test_albedo_texture_is_filled_and_detailed(head):
-    tex = demo.albedo_texture(head, 128)
+    tex = albedo_texture(head, 128)
     assert tex.shape == (128, 128, 3) and tex.dtype == np.float32
     assert np.isfinite(tex).all() and tex.min() >= 0 and tex.max() <= 1
     # texels outside the UV islands copy their nearest island texel: no white/black fill
-    from engine.uv import island_mask
+    from engine.geometry.uv import island_mask
     island = island_mask(head.uvs, head.faces_uv_all, 128)
     assert (~island).any()
     assert tex[~island].max() < 0.99 and tex[~island].min(axis=-1).max() > 0.0
@@ -71,11 +77,11 @@ def test_albedo_texture_is_filled_and_detailed(head):
 
 
 def test_logo_box_lies_on_the_left_cheek(head):
-    u0, v0, u1, v1 = demo.logo_uv_box(head)
+    u0, v0, u1, v1 = logo_uv_box(head)
     assert 0 <= u0 < u1 <= 1 and 0 <= v0 < v1 <= 1
     # the box centre maps to a front-facing point on the +x side, between eye and mouth height
-    from engine.mesh_ops import barycentric_points
-    from engine.uv import sample_uv_texels
+    from engine.geometry.mesh_ops import barycentric_points
+    from engine.geometry.uv import sample_uv_texels
     s = sample_uv_texels(head.uvs, head.faces_uv_all, 256)
     centre = np.array([(u0 + u1) / 2, (v0 + v1) / 2])
     k = int(np.argmin(np.linalg.norm(s.uv - centre, axis=1)))
@@ -87,7 +93,7 @@ def test_logo_box_lies_on_the_left_cheek(head):
 
 
 def test_blender_head_npz_has_the_export_keys(head, tmp_path):
-    demo.write_blender_head(tmp_path / "head.npz", head)
+    write_neutral_blender_head(tmp_path / "head.npz", head)
     with np.load(tmp_path / "head.npz", allow_pickle=False) as z:
         keys = set(z.files)
         assert z["faces"].shape == head.faces_all.shape and z["faces"].dtype == np.int32
@@ -98,28 +104,24 @@ def test_blender_head_npz_has_the_export_keys(head, tmp_path):
 
 
 def test_stage_failure_names_the_log(tmp_path):
-    code = ("import sys; print('FATE_PROGRESS {\"stage\": \"x\", \"step\": 1, \"total\": 2}'); "
-            "print('boom'); sys.exit(3)")
+    # a Blender stage speaks the worker protocol: one JSON event per line (docs/PROTOCOL.md)
+    code = ("import sys; print('{\"type\": \"progress\", \"job\": \"demo-blender\", \"time\": 0, "
+            "\"stage\": \"x\", \"step\": 1, \"total\": 2}'); print('boom'); sys.exit(3)")
     seen = []
 
     class Sink:
         def progress(self, stage, step, total, **_):
             seen.append((stage, step, total))
 
-    with pytest.raises(demo.DemoError, match=r"(?s)x stage failed \(exit code 3\).*boom"):
-        demo.run_stage_process([sys.executable, "-c", code], "x", tmp_path / "x.log", Sink())
+    with pytest.raises(DemoError, match=r"(?s)x stage failed \(exit code 3\).*boom"):
+        run_stage_process([sys.executable, "-c", code], "x", tmp_path / "x.log", Sink())
     assert seen == [("x", 1, 2)]
     assert "boom" in (tmp_path / "x.log").read_text()
 
 
-def test_stage_result_line(tmp_path):
-    code = "print('noise'); print('FATE_RESULT {\"a\": 1}')"
-    assert demo.run_stage_process([sys.executable, "-c", code], "y", tmp_path / "y.log") == {"a": 1}
-
-
 def test_contact_sheet_layout(tmp_path):
     rows = [[np.full((8, 10, 3), v, np.float32) for v in (0.1, 0.5, 0.9)] for _ in range(2)]
-    sheet = demo.contact_sheet(rows, ["a", "b", "c"], tmp_path / "s.png", pad=2)
+    sheet = contact_sheet(rows, ["a", "b", "c"], tmp_path / "s.png", pad=2)
     assert sheet.shape == (18 + 2 * (8 + 2) + 2, 3 * (10 + 2) + 2, 3)
     assert (tmp_path / "s.png").is_file()
     assert math.isclose(float(sheet[18 + 2 + 4, 2 + 5, 0]), 0.1, abs_tol=1 / 255)
@@ -139,6 +141,14 @@ def test_stage_cancel_kills_the_child(tmp_path):
     threading.Timer(0.5, lambda: setattr(token, "requested", True)).start()
     t0 = time.time()
     with pytest.raises(CancelledError, match="z stage"):
-        demo.run_stage_process([sys.executable, "-c", "import time; time.sleep(60)"], "z", tmp_path / "z.log",
+        run_stage_process([sys.executable, "-c", "import time; time.sleep(60)"], "z", tmp_path / "z.log",
                                cancel=token)
     assert time.time() - t0 < 10  # terminated, not waited for (0.2 s polling + process exit)
+
+
+def test_stage_result_is_the_done_event(tmp_path):
+    code = ("print('{\"type\": \"done\", \"job\": \"demo-blender\", \"time\": 0, \"seconds\": 1.5}'); "
+            "print('{\"not\": \"an event\"}')")
+    result = run_stage_process([sys.executable, "-c", code], "x", tmp_path / "x.log")
+    assert result == {"seconds": 1.5}
+    assert '{"not": "an event"}' in (tmp_path / "x.log").read_text()  # other lines go to the log

@@ -108,7 +108,7 @@ def test_metrics(demo):
 @needs_all
 def test_edit_reached_the_maps_and_the_render(demo):
     """Sync Maps kept a backup and saved the stamped colour map; both renderers show the logo."""
-    from engine.image_io import read_image
+    from engine.io.images import read_image
 
     out, _, m = demo
     maps = out / "avatar" / "maps"
@@ -136,7 +136,7 @@ def test_edit_reached_the_maps_and_the_render(demo):
 def test_contact_sheet_and_video(demo):
     import imageio_ffmpeg
 
-    from engine.image_io import read_image
+    from engine.io.images import read_image
 
     out, _, m = demo
     sheet = read_image(out / "contact_sheet.png")

@@ -46,7 +46,7 @@ def flame_template_path() -> Path:
 
 @pytest.fixture(scope="session")
 def flame_template(flame_template_path):
-    from engine.obj_io import read_obj
+    from engine.io.obj import read_obj
 
     return read_obj(flame_template_path)
 

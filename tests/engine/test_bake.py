@@ -10,9 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from engine.bake import BakeConfig, BakeNet, bake, direct_fit_maps
-from engine.maps import (MAP_SPECS, apply_sticker, gaussian_uvs, load_maps, sample_map, total_variation,
-                         write_maps)
+from engine.bake.bakenet import BakeNet
+from engine.bake.baker import bake
+from engine.bake.config import BakeConfig
+from engine.bake.direct_fit import direct_fit_maps
+from engine.maps import (
+    MAP_SPECS,
+    apply_sticker,
+    gaussian_uvs,
+    load_maps,
+    sample_map,
+    total_variation,
+)
 
 # CPU-sized bake: a narrow U-Net (FATE: base 64 at 512²) on 128² maps, residual over the
 # low-passed direct fit (init="direct", the default), single-threaded so the run is deterministic.
@@ -28,7 +37,8 @@ def _baked_copy(trained_avatar, tmp_path_factory, name: str, **overrides):
 
 
 def _eval_maps(avatar):
-    from engine.evaluate import EvalConfig, run_eval
+    from engine.evaluate.config import EvalConfig
+    from engine.evaluate.evaluate import run_eval
     return run_eval(EvalConfig(avatar=str(avatar), split="test", from_maps=True, device="cpu"))
 
 
@@ -79,8 +89,8 @@ def test_maps_files_and_manifest(baked_avatar):
 
 def test_baked_colour_map_is_smoother_than_direct_fit(baked_avatar):
     """FATE Fig. 4: a per-texel fit of the Gaussians is noisy; BakeNet's map is continuous."""
-    from engine.avatar_io import load_avatar
-    from engine.uv import island_mask
+    from engine.avatar_folder import load_avatar
+    from engine.geometry.uv import island_mask
 
     av = load_avatar(baked_avatar).avatar
     maps, _ = load_maps(baked_avatar / "maps")
@@ -114,7 +124,7 @@ def test_bakenet_shapes_match_fate():
 
 
 def test_raw_from_maps_inverts_activate():
-    from engine.bake import ScaleNorm, activate, raw_from_maps
+    from engine.bake.channels import ScaleNorm, activate, raw_from_maps
 
     torch.manual_seed(0)
     norm, shell = ScaleNorm(s_mean=-1.0, s_max=0.5), 0.01
@@ -126,14 +136,14 @@ def test_raw_from_maps_inverts_activate():
 
 
 def test_unet_depth_keeps_the_bottom_level_at_least_8_texels():
-    from engine.bake import unet_depth
+    from engine.bake.bakenet import unet_depth
 
     assert [unet_depth(r) for r in (32, 64, 128, 256, 512)] == [2, 3, 4, 4, 4]
     assert all(r // 2 ** unet_depth(r) >= 8 for r in (32, 64, 128, 256, 512))
 
 
 def test_gaussian_blur_keeps_constants_and_mass():
-    from engine.bake import gaussian_blur
+    from engine.bake.direct_fit import gaussian_blur
 
     const = torch.full((16, 16, 3), 0.25)
     torch.testing.assert_close(gaussian_blur(const, 1.5), const)
@@ -147,7 +157,7 @@ def test_gaussian_blur_keeps_constants_and_mass():
 def test_noise_init_warm_start_regresses_the_attributes(trained_avatar, tmp_path):
     """FATE's formulation (maps from noise alone): the warm-up moves the sampled maps towards the
     trained Gaussians' attributes."""
-    from engine.bake import Baker
+    from engine.bake.baker import Baker
 
     d = tmp_path / "avatar"
     shutil.copytree(trained_avatar, d)
@@ -170,7 +180,7 @@ def test_noise_init_warm_start_regresses_the_attributes(trained_avatar, tmp_path
 def test_cancelled_bake_resumes_to_the_same_maps(trained_avatar, tmp_path):
     """Cancel writes a checkpoint; --resume continues it to the maps an uninterrupted bake writes."""
     from engine.errors import CancelledError
-    from engine.protocol import CancelToken
+    from engine.jobs.cancel import CancelToken
 
     small = dict(QUICK_BAKE, resolution=32, base_channels=8, depth=2, steps=8)
     whole, parts = tmp_path / "whole", tmp_path / "parts"
@@ -199,7 +209,7 @@ def test_cancelled_bake_resumes_to_the_same_maps(trained_avatar, tmp_path):
 
 def test_edited_maps_are_validated(baked_avatar, tmp_path, caplog):
     from engine.errors import MapsError
-    from engine.image_io import write_exr
+    from engine.io.images import write_exr
 
     d = tmp_path / "maps"
     shutil.copytree(baked_avatar / "maps", d)
@@ -220,8 +230,8 @@ def test_edited_maps_are_validated(baked_avatar, tmp_path, caplog):
 
 
 def _render(avatar_dir, frame, expr_scale=None, jaw=None, background=1.0):
-    from engine.avatar_io import load_avatar
-    from engine.cameras import Camera
+    from engine.avatar_folder import load_avatar
+    from engine.geometry.cameras import Camera
     from engine.maps import load_maps_into
 
     loaded = load_avatar(avatar_dir)
@@ -245,7 +255,7 @@ def _render(avatar_dir, frame, expr_scale=None, jaw=None, background=1.0):
 def _box_mask_render(avatar_dir, frame, box, **kw):
     """Render with a colour map that is white inside the UV box and black elsewhere, opacities as baked:
     tells which pixels show the box."""
-    from engine.image_io import read_exr, write_exr
+    from engine.io.images import read_exr, write_exr
 
     tmp = avatar_dir.parent / (avatar_dir.name + "_mask")
     if tmp.exists():
@@ -262,16 +272,16 @@ def _box_mask_render(avatar_dir, frame, box, **kw):
 def test_sticker_edit_round_trip(baked_avatar, tmp_path, variant):
     """Paint a pure red square into the colour map over a UV region of the face, re-splat, render:
     pixels showing that region turn red; pixels elsewhere change by less than a tolerance."""
-    from engine.image_io import read_exr, write_exr
+    from engine.io.images import read_exr, write_exr
 
     kw = {} if variant == "tracked" else {"expr_scale": -1.0, "jaw": 0.2}
     edited = tmp_path / "avatar"
     shutil.copytree(baked_avatar, edited)
     # a UV region on the face: the UV of the Gaussians nearest the nose tip direction (max z)
-    from engine.avatar_io import load_avatar
+    from engine.avatar_folder import load_avatar
     av = load_avatar(edited).avatar
     uv = gaussian_uvs(av.gaussians.face_idx, av.gaussians.bary, av.head.uvs, av.head.faces_uv_all)
-    from engine.mesh_ops import barycentric_points
+    from engine.geometry.mesh_ops import barycentric_points
     pts = barycentric_points(torch.as_tensor(av.head.v_template), av.faces, av.gaussians.face_idx, av.gaussians.bary)
     front = int(torch.argmax(pts[:, 2] - 3 * (pts[:, 1] - pts[:, 1].median()).abs()))
     u, v = uv[front].tolist()

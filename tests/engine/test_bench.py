@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from engine.bench import BenchConfig, format_tables, run_bench
+from engine.bench.config import BenchConfig
+from engine.bench.suites import format_tables, run_bench
 
 
 def test_train_and_bake_suites_report_their_rows(tmp_path):

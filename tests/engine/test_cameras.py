@@ -1,4 +1,4 @@
-"""engine.cameras: every convention conversion round-trips and projects where OpenCV says."""
+"""engine.geometry.cameras: every convention conversion round-trips and projects where OpenCV says."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from engine import cameras as cam
+from engine.geometry import cameras as cam
 
 
 def _project_opencv(w2c: np.ndarray, K: np.ndarray, X: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Job configs: JSON/CLI round trips, unknown keys and choice fields (engine.config)."""
+"""Job configs: JSON/CLI round trips, unknown keys and choice fields (engine.jobs.config)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 
-from engine.bake import BakeConfig
-from engine.config import add_arguments, apply_arguments, from_dict, to_dict
+from engine.bake.config import BakeConfig
 from engine.errors import ConfigError
+from engine.jobs.config import add_arguments, apply_arguments, from_dict, to_dict
 
 
 def _parse(cls, argv):
@@ -39,7 +39,7 @@ def test_json_round_trip_keeps_every_field():
 
 
 def test_flags_accept_dashes_as_well_as_underscores():
-    from engine.evaluate import RenderConfig
+    from engine.evaluate.config import RenderConfig
 
     args = _parse(RenderConfig, ["--from-maps", "true"])
     assert apply_arguments(RenderConfig(), args).from_maps is True

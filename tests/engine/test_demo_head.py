@@ -9,16 +9,17 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from engine.demo_head import (
+from engine.geometry.uv import sample_uv_texels, uv_overlap_texels
+from engine.model.demo_head import (
     DEMO_EXPRESSION_NAMES,
     DEMO_HEAD_NAME,
     DEMO_SHAPE_NAMES,
     build_demo_head,
     write_demo_head,
 )
-from engine.head_model import FLAME_JOINT_NAMES, FlameLayer, load_head_model
-from engine.mouth import boundary_loops
-from engine.uv import sample_uv_texels, uv_overlap_texels
+from engine.model.flame_layer import FlameLayer
+from engine.model.head_model import FLAME_JOINT_NAMES, load_head_model
+from engine.model.mouth import boundary_loops
 
 
 @pytest.fixture(scope="module")

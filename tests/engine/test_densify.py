@@ -3,8 +3,11 @@
 import pytest
 import torch
 
-from engine.densify import DensifyConfig, Densifier, add_children, reset_opacity, sample_parents
-from engine.gaussians import UVGaussians
+from engine.model.gaussians import UVGaussians
+from engine.train.densify.config import DensifyConfig
+from engine.train.densify.factory import make_strategy
+from engine.train.densify.ops import add_children, reset_opacity
+from engine.train.densify.sampling import sample_parents
 
 
 def _model(n=50, seed=0):
@@ -21,6 +24,13 @@ def _model(n=50, seed=0):
 
 def _optimizer(m):
     return torch.optim.Adam([{"params": [getattr(m, p)], "lr": 1e-2} for p in UVGaussians.PARAMETERS])
+
+
+def _accumulate(strategy, state, grads, visible):
+    """Feeds one step's ∂L/∂μ [N, 3] and visibility [N] to the strategy's post-backward hook."""
+    means = torch.zeros_like(grads, requires_grad=True)
+    means.grad = grads
+    strategy.step_post_backward(state, {"means": means, "radii": visible.float()})
 
 
 def _fake_step(m, opt):
@@ -76,13 +86,14 @@ def test_schedule_adds_fixed_count_prunes_and_resets():
     opt = _optimizer(m)
     cfg = DensifyConfig(strategy="sampling", start=1, every=2, count=10, prune_every=4,
                         prune_opacity=0.05, reset_every=4, reset_opacity=0.01, max_gaussians=10_000)
-    d = Densifier(cfg, len(m))
-    d.accumulate(torch.rand(len(m), 3), torch.ones(len(m), dtype=torch.bool))
-    out = d.step(2, m, opt)
+    d = make_strategy(cfg)
+    state = d.initialize_state(len(m))
+    _accumulate(d, state, torch.rand(len(m), 3), torch.ones(len(m), dtype=torch.bool))
+    out = d.step_post_update(state, 2, m, opt)
     assert out["added"] == 10 and len(m) == 110
-    assert d.grad_accum.shape[0] == 110
+    assert state["grad_accum"].shape[0] == 110
     m.opacity_logit.data[:5] = -10.0  # opacity ~4.5e-5 < 0.05
-    out = d.step(4, m, opt)
+    out = d.step_post_update(state, 4, m, opt)
     assert out["pruned"] == 5 and len(m) == 105
     assert out["reset"] == 1
     assert m.opacities().max() <= 0.01 + 1e-6
@@ -91,9 +102,10 @@ def test_schedule_adds_fixed_count_prunes_and_resets():
 def test_budget_is_respected():
     m, _, _ = _model(100)
     opt = _optimizer(m)
-    d = Densifier(DensifyConfig(start=1, every=1, count=1000, max_gaussians=120), len(m))
-    d.accumulate(torch.rand(len(m), 3), torch.ones(len(m), dtype=torch.bool))
-    d.step(1, m, opt)
+    d = make_strategy(DensifyConfig(start=1, every=1, count=1000, max_gaussians=120))
+    state = d.initialize_state(len(m))
+    _accumulate(d, state, torch.rand(len(m), 3), torch.ones(len(m), dtype=torch.bool))
+    d.step_post_update(state, 1, m, opt)
     assert len(m) == 120
 
 
@@ -101,12 +113,13 @@ def test_threshold_strategy_clones_and_splits():
     m, _, _ = _model(20)
     opt = _optimizer(m)
     m.scale_log.data[:2] = 2.0  # large: split
-    d = Densifier(DensifyConfig(strategy="threshold", start=1, every=1, grad_threshold=0.5,
-                                split_scale=2.0, prune_every=0, reset_every=0), len(m))
+    d = make_strategy(DensifyConfig(strategy="threshold", start=1, every=1, grad_threshold=0.5,
+                                    split_scale=2.0, prune_every=0, reset_every=0))
+    state = d.initialize_state(len(m))
     grads = torch.zeros(20, 3)
     grads[:4, 0] = 1.0  # four above the threshold: two split, two cloned
-    d.accumulate(grads, torch.ones(20, dtype=torch.bool))
-    out = d.step(1, m, opt)
+    _accumulate(d, state, grads, torch.ones(20, dtype=torch.bool))
+    out = d.step_post_update(state, 1, m, opt)
     assert out["added"] == 4 and len(m) == 24
     torch.testing.assert_close(m.scale_log[:2], torch.full((2, 3), 2.0 - torch.log(torch.tensor(1.6)).item()))
     torch.testing.assert_close(m.scale_log[2:4], m.scale_log[22:24])

@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from engine.errors import HeadModelError
-from engine.flame_pickle import load_flame_pickle
+from engine.io.flame_pickle import load_flame_pickle
 
 
 @pytest.fixture

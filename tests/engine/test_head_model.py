@@ -9,9 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from engine.demo_head import build_demo_head
 from engine.errors import HeadModelError
-from engine.head_model import FLAME_JOINT_NAMES, FlameLayer, HeadModel, load_head_model, model_info
+from engine.model.demo_head import build_demo_head
+from engine.model.flame_layer import FlameLayer
+from engine.model.head_model import (
+    FLAME_JOINT_NAMES,
+    HeadModel,
+    load_head_model,
+    model_info,
+)
 
 
 # ------------------------------------------------------------ numpy reference LBS

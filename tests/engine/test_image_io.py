@@ -1,17 +1,11 @@
-"""engine.image_io: PNG/EXR round trips, channel order, atomic writes, errors."""
+"""engine.io.images: PNG/EXR round trips, channel order, atomic writes, errors."""
 
 import numpy as np
 import pytest
 
 from engine.errors import FateError
-from engine.image_io import (
-    ImageIOError,
-    atomic_path,
-    read_exr,
-    read_image,
-    write_exr,
-    write_png,
-)
+from engine.io.atomic import atomic_path
+from engine.io.images import ImageIOError, read_exr, read_image, write_exr, write_png
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 
 from engine.data import load_sequence, read_imavatar
 from engine.errors import DatasetError
-from engine.image_io import write_png
+from engine.io.images import write_png
 
 W, H = 16, 12
 FX, FY, CX, CY = -1.5, 1.6, 0.48, 0.52  # normalised; IMavatar stores fx negated
@@ -123,7 +123,7 @@ def test_two_folder_layout_with_matted(tmp_path):
     assert seq.mask_paths[4] == root / "yufeng_test/mask/1.png"
     assert torch.equal(seq.shape, torch.tensor(tr["shape_params"], dtype=torch.float32))
     # Matted RGBA images composite with their own alpha.
-    from engine.image_io import read_image
+    from engine.io.images import read_image
 
     a = torch.from_numpy(read_image(seq.image_paths[1]))
     img, m = seq.load_image(1, background=(0.0, 0.0, 0.0))

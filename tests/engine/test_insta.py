@@ -9,10 +9,10 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from engine.cameras import look_at_opencv
-from engine.data import ImageCache, Sequence, load_sequence, read_insta, write_insta
+from engine.data import Sequence, load_sequence, read_insta, write_insta
 from engine.errors import DatasetError
-from engine.image_io import write_png
+from engine.geometry.cameras import look_at_opencv
+from engine.io.images import write_png
 
 W, H = 16, 12
 T = 6
@@ -202,14 +202,6 @@ def test_sequence_helpers(written):
     assert torch.equal(cam.viewmat, seq.viewmats[3]) and (cam.width, cam.height) == (W, H)
     with pytest.raises(ValueError):
         seq.indices("val")
-    # Cache: decoded once, same values as load_image, LRU eviction by bytes.
-    one = H * W * 4 * 4  # rgb + mask float32
-    cache = ImageCache(seq, max_bytes=2 * one)
-    for i in (0, 1, 0, 2, 0):
-        img, m = cache.get(i, background=(0, 0, 0))
-        ref, ref_m = seq.load_image(i, background=(0, 0, 0))
-        assert torch.equal(img, ref) and torch.equal(m, ref_m)
-    assert (cache.hits, cache.misses, len(cache)) == (2, 3, 2) and cache.nbytes == 2 * one
     # Resize: K scales with the image; shrinking by 2 averages 2x2 blocks.
     half = seq.resized(W // 2, H // 2)
     assert half.source_size == (W, H)

@@ -10,9 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine import losses
 from engine.errors import ConfigError
-from engine.losses import (
+from engine.image_ops import ssim
+from engine.train import losses
+from engine.train.losses import (
     PerceptualLoss,
     dssim_loss,
     flame_loss,
@@ -20,7 +21,6 @@ from engine.losses import (
     laplacian_loss,
     make_perceptual_loss,
     scale_ratio_loss,
-    ssim,
     uniform_laplacian,
 )
 from engine.vgg import RELU_TAPS, VGG16Features, conv_shapes, load_vgg16_state_dict
@@ -186,7 +186,7 @@ def test_laplacian_loss_invariances_and_batching():
 def test_uniform_laplacian_on_flame_template():
     if not FLAME_OBJ.is_file():
         pytest.skip("FLAME files not present (../shared/flame/head_template_mesh.obj)")
-    from engine.obj_io import read_obj
+    from engine.io.obj import read_obj
 
     mesh = read_obj(FLAME_OBJ)
     L = uniform_laplacian(mesh.faces, mesh.vertices.shape[0])
@@ -264,7 +264,7 @@ def test_perceptual_loss_with_random_weights(vgg_files, which):
 
 def test_make_perceptual_loss_choices(vgg_files, tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(losses, "_warned_no_vgg", False)
-    with caplog.at_level(logging.INFO, logger="engine.losses"):
+    with caplog.at_level(logging.INFO, logger="engine.train.losses"):
         fn, name = make_perceptual_loss(None)
         make_perceptual_loss(None)
     assert name == "dssim" and fn is dssim_loss

@@ -1,4 +1,4 @@
-"""PSNR, SSIM and LPIPS-VGG (user-supplied weights) of engine.metrics."""
+"""PSNR, SSIM and LPIPS-VGG (user-supplied weights) of engine.evaluate.metrics."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine import metrics
 from engine.errors import ConfigError
-from engine.metrics import LPIPS, LPIPS_CHANNELS, evaluate_images, make_lpips, psnr, ssim_metric
+from engine.evaluate import metrics
+from engine.evaluate.metrics import (
+    LPIPS,
+    LPIPS_CHANNELS,
+    evaluate_images,
+    make_lpips,
+    psnr,
+    ssim_metric,
+)
 from engine.vgg import VGG16Features
 
 
@@ -150,7 +157,7 @@ def test_lpips_random_weights(lpips_files):
 
 def test_make_lpips_missing(tmp_path, lpips_files, caplog, monkeypatch):
     monkeypatch.setattr(metrics, "_warned_no_lpips", False)
-    with caplog.at_level(logging.INFO, logger="engine.metrics"):
+    with caplog.at_level(logging.INFO, logger="engine.evaluate.metrics"):
         assert make_lpips(None, None) is None
         assert make_lpips(None, None) is None
     assert sum("LPIPS weights not supplied" in r.getMessage() for r in caplog.records) == 1

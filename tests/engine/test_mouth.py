@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.demo_head import build_demo_head
-from engine.mouth import boundary_loops, mouth_closing_faces, select_mouth_loop
+from engine.model.demo_head import build_demo_head
+from engine.model.mouth import boundary_loops, mouth_closing_faces, select_mouth_loop
 
 
 def _normals(v, f):

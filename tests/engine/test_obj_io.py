@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.errors import HeadModelError
-from engine.obj_io import ObjMesh, read_obj, write_obj
+from engine.io.obj import ObjMesh, read_obj, write_obj
 
 
 def test_read_polygons_are_fan_triangulated(tmp_path):

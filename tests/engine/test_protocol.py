@@ -19,18 +19,9 @@ import numpy as np
 import pytest
 
 from engine.errors import CancelledError, ConfigError, DatasetError
-from engine.protocol import (
-    EXIT_CANCELLED,
-    EXIT_ERROR,
-    EXIT_OK,
-    CancelToken,
-    EventSink,
-    JsonlEvents,
-    TqdmEvents,
-    is_cancel_line,
-    make_sink,
-    run_job,
-)
+from engine.jobs.cancel import CancelToken, is_cancel_line
+from engine.jobs.events import EventSink, JsonlEvents, TqdmEvents, make_sink
+from engine.jobs.protocol import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, run_job
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,7 +30,7 @@ _JOB_SCRIPT = r"""
 import os, sys, time
 from pathlib import Path
 from engine.errors import CancelledError, DatasetError
-from engine.protocol import run_job
+from engine.jobs.protocol import run_job
 
 mode, behaviour, ckpt = sys.argv[1:4]
 steps, sleep = int(sys.argv[4]), float(sys.argv[5])
@@ -429,7 +420,7 @@ def test_run_job_rejects_unknown_mode():
 
 
 def test_protocol_does_not_import_torch():
-    code = "import sys, engine.protocol; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, engine.jobs.protocol; sys.exit(1 if 'torch' in sys.modules else 0)"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env).returncode == 0
 

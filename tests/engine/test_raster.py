@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.cameras import Camera, look_at_opencv
 from engine.errors import ConfigError, FateError
+from engine.geometry.cameras import Camera, look_at_opencv
 from engine.raster import (
     RenderOutput,
     available_backends,
@@ -19,7 +19,6 @@ from engine.raster import (
     rasterize,
 )
 from engine.raster.torch_ref import benchmark, make_benchmark_scene, rasterize_torch
-
 
 # ----------------------------------------------------------------------------- helpers
 

@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from engine.cameras import Camera, look_at_opencv
+from engine.geometry.cameras import Camera, look_at_opencv
 from engine.raster import covariance_from_rotation_scale, rasterize
 
 pytestmark = [

@@ -1,4 +1,4 @@
-"""engine.rotations: round trips, agreement with scipy, edge angles, gradients."""
+"""engine.geometry.rotations: round trips, agreement with scipy, edge angles, gradients."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from engine import rotations as rot
+from engine.geometry import rotations as rot
 
 
 def _random_axis_angle(n: int, seed: int, max_angle: float = math.pi) -> np.ndarray:

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.densify import DensifyConfig
-from engine.train import TrainConfig, Trainer, resolve_head_model, train
+from engine.model.resolve import resolve_head_model
+from engine.train.config import TrainConfig
+from engine.train.densify.config import DensifyConfig
+from engine.train.trainer import Trainer, train
 
 
 def test_heldout_psnr_at_least_28db(trained_metrics):
@@ -36,7 +38,7 @@ def test_avatar_folder_contents(trained_avatar):
 def test_blender_export_matches_engine_deformation(trained_avatar):
     """blender/head.npz (learnt deltas folded in) reproduces the engine's vertices through plain
     numpy linear blendshapes at zero pose."""
-    from engine.avatar_io import load_avatar
+    from engine.avatar_folder import load_avatar
 
     loaded = load_avatar(trained_avatar)
     av = loaded.avatar
@@ -64,8 +66,9 @@ def test_resume_continues_from_checkpoint(tmp_path, demo_dataset):
     assert ck["step"] == 10
     cfg = _tiny_cfg(demo_dataset, tmp_path, 15, resume=True)
     tr = Trainer(cfg, resolve_head_model("demo"))
-    from engine import avatar_io
-    assert avatar_io.load_checkpoint(tmp_path, tr) == 10
+    from engine.avatar_folder import AvatarFolder
+    from engine.train.checkpoint import load_checkpoint
+    assert load_checkpoint(AvatarFolder(tmp_path), tr.state, tr.device) == 10
     assert len(tr.avatar.gaussians) == ck["num_gaussians"]
     tr.step = 10
     tr.run()
@@ -89,7 +92,7 @@ def test_resumed_training_matches_an_uninterrupted_run(tmp_path, demo_dataset):
 
 
 def test_frame_schedule_is_a_permutation_per_epoch_and_depends_only_on_the_step():
-    from engine.train import FrameSchedule
+    from engine.data.frames import FrameSchedule
 
     frames = [3, 5, 7, 11, 13]
     s = FrameSchedule(frames, seed=0)
@@ -122,8 +125,8 @@ def test_cancel_writes_checkpoint_and_raises(tmp_path, demo_dataset):
 
 
 def test_unknown_config_key_is_rejected(tmp_path):
-    from engine.config import load_json
     from engine.errors import ConfigError
+    from engine.jobs.config import load_json
 
     p = tmp_path / "job.json"
     p.write_text(json.dumps({"steps": 5, "learning_rate": 1}))

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
-from engine.mouth import mouth_closing_faces
-from engine.uv import (
+from engine.geometry.uv import (
     UVSamples,
     island_mask,
     pixel_to_uv,
@@ -15,6 +13,7 @@ from engine.uv import (
     uv_overlap_texels,
     uv_to_pixel,
 )
+from engine.model.mouth import mouth_closing_faces
 
 
 def _check_samples(s: UVSamples, uvs, faces_uv, res):

@@ -1,0 +1,275 @@
+"""The baking loop: Stage II of FATE (§3.3, supp. §7.3, §9) — BakeNet trained on the image objective.
+
+BakeNet (:mod:`engine.bake.bakenet`) turns a fixed 11-channel input at map resolution into 11
+attribute channels (:mod:`engine.bake.channels`); its convolutions act as the low-pass pre-filter
+ℋ of Eq. 11 and the bilinear lookup at each Gaussian's UV is ℬ. The trained avatar's bindings and
+learnt blendshapes are inherited and BakeNet is trained on the same image objective (§3.5).
+
+Channels are activated *per texel* before the bilinear lookup, so the written maps are exactly
+what training rendered: a baked avatar re-splatted from its maps (``engine.maps``) reproduces the
+baked renders. Scale uses the normalisation of Eq. 24 on the log scale.
+
+Deviations, documented:
+
+1. ``init="direct"`` (the default): BakeNet's input is the direct per-texel fit of the trained
+   Gaussians (FATE Fig. 4's discontinuous "direct" maps, standardised per channel) instead of
+   fixed noise, and its output is a *residual* added to that fit low-passed by a Gaussian of
+   ``base_blur`` texels. The image objective then trains BakeNet as in FATE; the U-Net acts as a
+   learnt pre-filter of the direct fit. From noise alone (``init="noise"``, FATE's formulation) a
+   CPU-sized bake is 1–7 dB below the trained avatar after a few hundred steps; this way it is
+   within 1 dB after ~150–200 steps, and the colour map keeps about half the direct fit's total
+   variation (docs/benchmarks.md).
+2. With ``init="noise"``, BakeNet is first warm-started for ``warmup_steps`` by regressing the
+   trained Gaussians' activated attributes at their UVs (the attribute term of Eq. 26 with a
+   large weight, then switched off or to ``lambda_attr``).
+3. ``base_channels`` and ``depth`` are configurable (FATE: 64 and 4 levels, 64→1024); CPU runs use
+   a narrower net.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from engine.avatar_folder import AvatarFolder
+from engine.bake.bakenet import BakeNet
+from engine.bake.channels import ScaleNorm, activate, raw_from_maps, standardise
+from engine.bake.config import BakeConfig
+from engine.bake.direct_fit import direct_fit_maps, gaussian_blur
+from engine.data import load_sequence
+from engine.data.frames import FrameImages, FrameSchedule, resize_sequence
+from engine.device import resolve_device
+from engine.errors import CancelledError
+from engine.geometry.cameras import Camera
+from engine.geometry.rotations import axis_angle_to_matrix
+from engine.io.atomic import file_sha256, write_safetensors
+from engine.jobs.config import to_dict
+from engine.maps import gaussian_uvs, sample_maps, write_maps
+from engine.model.gaussians import place_gaussians
+from engine.raster import rasterize
+from engine.train import losses
+
+log = logging.getLogger(__name__)
+
+
+class Baker:
+    """Stage II of FATE: trains BakeNet on the image objective with the avatar's bindings."""
+
+    def __init__(self, cfg: BakeConfig, sink=None, cancel=None):
+        self.cfg, self.sink, self.cancel = cfg, sink, cancel
+        self.device = resolve_device(cfg.device)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.folder = AvatarFolder(cfg.avatar)
+        self.loaded = self.folder.load(self.device)
+        av = self.loaded.avatar
+        for p in list(av.gaussians.parameters()) + list(av.blendshapes.parameters()):
+            p.requires_grad_(False)
+        tr = self.loaded.tracking
+        dataset = self.loaded.meta.get("dataset", "")
+        seq = load_sequence(Path(dataset))
+        self.seq = resize_sequence(seq, max(int(tr["width"]), int(tr["height"])))
+        self.train_idx = [i for i in range(len(tr["split"])) if int(tr["split"][i]) == 0]
+        self.frames = FrameImages(self.seq, self.train_idx, cfg.background, self.device)
+        self.background = torch.tensor(cfg.background, dtype=torch.float32, device=self.device)
+        g = av.gaussians
+        self.uv = gaussian_uvs(g.face_idx, g.bary, av.head.uvs, av.head.faces_uv_all)
+        with torch.no_grad():
+            self.target = {k: v.detach() for k, v in g.activated().items()}
+            logs = g.scale_log.detach()
+            self.scale_norm = ScaleNorm(float(logs.mean()), float(logs.max()) + 0.5)
+        self.net = BakeNet(cfg.base_channels, cfg.depth).to(self.device)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.net_input = torch.randn(1, 11, cfg.resolution, cfg.resolution, generator=gen).to(self.device)
+        self.base_raw: Tensor | None = None
+        if cfg.init == "direct":
+            self._init_from_direct_fit()
+        else:
+            self._init_output_bias()
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self.perceptual, self.perceptual_name = losses.make_perceptual_loss(
+            Path(cfg.vgg_weights) if cfg.vgg_weights else None)
+        self.step = 0
+        self.schedule = FrameSchedule(self.train_idx, cfg.seed)
+
+    @torch.no_grad()
+    def _init_from_direct_fit(self) -> None:
+        """``init="direct"``: BakeNet's input becomes the standardised raw channels of the direct
+        per-texel fit [1, 11, R, R] (instead of noise), so its convolutions act as a learnt
+        pre-filter ℋ (Eq. 11) of that fit; its output is added to ``base_raw``, the direct fit
+        low-passed by σ = ``base_blur`` texels. The zero-initialised output layer makes step 0
+        render the low-passed maps."""
+        shell = self.loaded.avatar.gaussians.shell
+        direct = direct_fit_maps(self.target, self.uv.cpu(), self.cfg.resolution)
+        base = {k: gaussian_blur(m, self.cfg.base_blur) for k, m in direct.items()} if self.cfg.base_blur > 0 else direct
+        self.base_raw = raw_from_maps(base, self.scale_norm, shell)[None].to(self.device)
+        self.net_input = standardise(raw_from_maps(direct, self.scale_norm, shell))[None].to(self.device)
+
+    def _init_output_bias(self) -> None:
+        """Starts each output channel at the mean of its target (raw space), so step 0 renders a
+        plausible average avatar."""
+        t = self.target
+        with torch.no_grad():
+            b = self.net.out.bias
+            b[6:9] = torch.logit(t["color"].mean(0).clamp(0.02, 0.98))
+            b[9] = torch.logit(t["opacity"].mean().clamp(0.02, 0.98))
+            b[0:3] = self.scale_norm.inverse(torch.log(t["scale"]).mean(0))
+            b[10] = torch.atanh((t["offset"].mean() / self.loaded.avatar.gaussians.shell).clamp(-0.9, 0.9))
+
+    # ------------------------------------------------------------------ attributes
+    def maps(self) -> dict[str, Tensor]:
+        """Current activated maps, name → [R, R, C]."""
+        raw = self.net(self.net_input)
+        if self.base_raw is not None:
+            raw = raw + self.base_raw
+        return activate(raw[0], self.scale_norm, self.loaded.avatar.gaussians.shell)
+
+    def gaussian_attributes(self, maps: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per-Gaussian attributes (baked; geometry from the trained avatar when appearance_only)."""
+        vals = sample_maps(maps, self.uv)
+        if self.cfg.appearance_only:
+            for k in ("scale", "rotation", "offset"):
+                vals[k] = self.target[k]
+        return vals
+
+    def render(self, vals: dict[str, Tensor], i: int):
+        av = self.loaded.avatar
+        tr = self.loaded.tracking
+
+        shape = torch.as_tensor(tr["shape"], device=self.device)
+        expr = torch.as_tensor(tr["expr"][i], device=self.device)
+        pose = torch.as_tensor(tr["pose"][i], device=self.device)
+        trans = torch.as_tensor(tr["translation"][i], device=self.device)
+        cam = Camera(torch.as_tensor(tr["viewmat"][i], device=self.device),
+                     torch.as_tensor(tr["K"][i], device=self.device), int(tr["width"]), int(tr["height"]))
+        with torch.no_grad():
+            verts, _ = av.posed_vertices(shape[None], expr[None], pose[None], trans[None])
+        g = place_gaussians(verts[0], av.faces, av.gaussians.face_idx, av.gaussians.bary, vals["color"],
+                            vals["opacity"], vals["scale"], axis_angle_to_matrix(vals["rotation"]), vals["offset"])
+        return rasterize(g.means, g.covars, g.opacities, g.colors, cam, self.background, backend=self.cfg.rasterizer)
+
+    # ------------------------------------------------------------------ loop
+    def warmup_step(self) -> float:
+        """Attribute regression to the trained Gaussians (warm start; Eq. 26 form)."""
+        vals = self.gaussian_attributes(self.maps())
+        loss = sum(F.mse_loss(vals[k], self.target[k]) for k in ("color", "opacity"))
+        if not self.cfg.appearance_only:
+            loss = loss + F.mse_loss(torch.log(vals["scale"]), torch.log(self.target["scale"])) * 0.1
+            loss = loss + F.mse_loss(vals["offset"] / 0.001, self.target["offset"] / 0.001) * 0.1
+            loss = loss + _rotation_distance(vals["rotation"], self.target["rotation"]) * 0.1
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+    def image_step(self, i: int) -> dict:
+        cfg = self.cfg
+        vals = self.gaussian_attributes(self.maps())
+        out = self.render(vals, i)
+        gt = self.frames.get(i)
+        loss = (out.image - gt).abs().mean()
+        if self.perceptual_name == "vgg":
+            loss = loss + cfg.lambda_perceptual * self.perceptual(out.image, gt)
+        elif cfg.lambda_dssim > 0:
+            loss = loss + cfg.lambda_dssim * self.perceptual(out.image, gt)
+        if cfg.lambda_rotation > 0 and not cfg.appearance_only:
+            loss = loss + cfg.lambda_rotation * vals["rotation"][:, :2].square().sum(-1).mean()  # Eq. 27
+        if cfg.lambda_attr > 0:
+            loss = loss + cfg.lambda_attr * sum(F.mse_loss(vals[k], self.target[k])  # Eq. 26
+                                                for k in ("color", "opacity"))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for group in self.opt.param_groups:
+            group["lr"] = self.image_lr(self.step - cfg.warmup)
+        self.opt.step()
+        mse = float((out.image.detach() - gt).square().mean())
+        return {"loss": float(loss.detach()), "psnr": -10 * math.log10(max(mse, 1e-12))}
+
+    def image_lr(self, k: int) -> float:
+        """Learning rate of image step ``k`` (0-based): ``lr`` decaying exponentially to
+        ``lr_final`` at the last step (a function of the step, so resumed bakes are exact)."""
+        cfg = self.cfg
+        return cfg.lr * (cfg.lr_final / cfg.lr) ** (k / max(cfg.steps - 1, 1))
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        ckpt = self.folder.path(self.folder.MAPS_CHECKPOINT)
+        if cfg.resume and ckpt.exists():
+            self._load_checkpoint(ckpt)
+        total = cfg.warmup + cfg.steps
+        t0 = time.time()
+        stats = {"loss": float("nan"), "psnr": float("nan")}
+        while self.step < total:
+            if self.cancel is not None and self.cancel.requested:
+                self._save_checkpoint(ckpt)
+                self.cancel.checkpoint = str(ckpt)
+                err = CancelledError(f"baking cancelled at step {self.step}; checkpoint {ckpt}")
+                err.checkpoint = str(ckpt)  # type: ignore[attr-defined]
+                raise err
+            if self.step < cfg.warmup:
+                stats = {"loss": self.warmup_step(), "psnr": float("nan")}
+            else:
+                stats = self.image_step(self.schedule(self.step - cfg.warmup))
+            self.step += 1
+            if self.sink is not None:
+                self.sink.progress("bake", self.step, total, loss=round(stats["loss"], 5),
+                                   psnr=None if math.isnan(stats["psnr"]) else round(stats["psnr"], 3))
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < total:
+                self._save_checkpoint(ckpt)
+        path = self.write()
+        if ckpt.exists():
+            ckpt.unlink()
+        return {"maps": str(path.parent), "seconds": round(time.time() - t0, 1), "steps": self.step}
+
+    @torch.no_grad()
+    def write(self) -> Path:
+        """Writes <avatar>/maps (EXR + previews + maps.json) and the BakeNet weights."""
+        maps = {k: v.detach().cpu() for k, v in self.maps().items()}
+        if self.cfg.appearance_only:
+            maps.update(direct_fit_maps(self.target, self.uv.cpu(), self.cfg.resolution,
+                                        names=("scale", "rotation", "offset")))
+        path = write_maps(self.folder.maps_dir, maps, extra={
+            "source_avatar_sha256": file_sha256(self.folder.path(self.folder.GAUSSIANS)),
+            "bake_config": to_dict(self.cfg)})
+        weights = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        weights["input"] = self.net_input
+        if self.base_raw is not None:
+            weights["base_raw"] = self.base_raw
+        write_safetensors(self.folder.path(self.folder.BAKENET), weights)
+        return path
+
+    def _save_checkpoint(self, path: Path) -> None:
+        tensors = {f"net/{k}": v for k, v in self.net.state_dict().items()}
+        for j, (p, st) in enumerate(self.opt.state.items()):
+            for key in ("exp_avg", "exp_avg_sq", "step"):
+                tensors[f"adam/{j}/{key}"] = st[key]
+        tensors["step"] = torch.tensor(self.step)
+        write_safetensors(path, tensors)
+
+    def _load_checkpoint(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        t = load_file(str(path), device=str(self.device))
+        self.net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net/")})
+        for j, p in enumerate(self.net.parameters()):
+            if f"adam/{j}/exp_avg" in t:
+                self.opt.state[p] = {"step": t[f"adam/{j}/step"].cpu(), "exp_avg": t[f"adam/{j}/exp_avg"],
+                                     "exp_avg_sq": t[f"adam/{j}/exp_avg_sq"]}
+        self.step = int(t["step"])
+
+
+def _rotation_distance(a: Tensor, b: Tensor) -> Tensor:
+    """Mean squared geodesic-ish distance between axis-angle rotations (via matrices)."""
+    return (axis_angle_to_matrix(a) - axis_angle_to_matrix(b)).square().sum((-1, -2)).mean()
+
+
+def bake(cfg: BakeConfig, sink=None, cancel=None) -> dict:
+    """Runs a bake job and writes <avatar>/maps."""
+    return Baker(cfg, sink, cancel).run()

@@ -1,0 +1,79 @@
+"""The bake job's config (FATE §3.3, supp. §7.3); torch-free so the CLI and the schema import it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from engine.errors import ConfigError
+
+
+@dataclass
+class BakeConfig:
+    """A baking job (FATE §3.3)."""
+
+    avatar: str = ""
+    """trained avatar folder; maps are written to <avatar>/maps"""
+    resolution: int = 512
+    """map resolution (FATE: 512)"""
+    steps: int = 2000
+    """image-objective steps (init="direct" measured converged by ~150 at 128²; init="noise"
+    needs ~10k, as in FATE)"""
+    warmup_steps: int = -1
+    """attribute-regression warm-start steps before the image objective (-1: 500 for
+    init="noise", 0 for init="direct", whose starting maps already hold the attributes)"""
+    base_channels: int = 64
+    """first U-Net width (FATE: 64)"""
+    depth: int = 4
+    """U-Net down-sampling levels (FATE: 4, i.e. 64→1024)"""
+    lr: float = 1e-3
+    """Adam learning rate (supp. §7.3)"""
+    lr_final: float = 1e-4
+    """learning rate at the last image step (exponential decay from ``lr``; = lr: constant)"""
+    init: Literal["direct", "noise"] = "direct"
+    """"direct": BakeNet filters the per-texel fit of the trained Gaussians and adds a residual to
+    its low-passed version (module doc); converges in ~150 steps. "noise": BakeNet maps fixed
+    noise to the maps, as in FATE (needs thousands of steps, i.e. a GPU)"""
+    base_blur: float = 1.0
+    """σ of the Gaussian low-pass of the starting maps when init="direct", in texels"""
+    appearance_only: bool = False
+    """bake colour + opacity only; keep the trained geometry (supp. §9)"""
+    lambda_rotation: float = 0.0
+    """rotation regulariser ‖r_x‖² + ‖r_y‖² (Eq. 27): flatter splats, smoother maps"""
+    lambda_attr: float = 0.0
+    """attribute regulariser ‖v − v̄‖² to the trained values (Eq. 26) during the image stage"""
+    lambda_dssim: float = 0.2
+    """D-SSIM weight (perceptual term without VGG weights)"""
+    vgg_weights: str = ""
+    """VGG16 weights for the perceptual term (optional)"""
+    lambda_perceptual: float = 0.1
+    """VGG weight when vgg_weights is given"""
+    device: str = "auto"
+    """auto, cuda or cpu"""
+    rasterizer: str = "auto"
+    """auto, torch or gsplat"""
+    threads: int = 0
+    """CPU threads for torch (0 = torch's default)"""
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """background colour"""
+    checkpoint_every: int = 500
+    """resumable checkpoint interval"""
+    preview_every: int = 0
+    """preview image interval (0 = never)"""
+    seed: int = 0
+    """random seed"""
+    resume: bool = False
+    """continue from <avatar>/maps_checkpoint if present"""
+
+    @property
+    def warmup(self) -> int:
+        """``warmup_steps`` with -1 resolved for ``init``."""
+        if self.warmup_steps >= 0:
+            return self.warmup_steps
+        return 500 if self.init == "noise" else 0
+
+    def __post_init__(self):
+        if self.resolution < 16 or self.resolution % (2 ** self.depth):
+            raise ConfigError(f"bake resolution must be >= 16 and divisible by 2^depth = {2 ** self.depth}, "
+                              f"found {self.resolution}")
+        self.background = tuple(float(c) for c in self.background)  # type: ignore[assignment]

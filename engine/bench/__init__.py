@@ -1,0 +1,1 @@
+"""Benchmarks (``python -m engine bench``); not part of the Blender extension."""

@@ -1,0 +1,90 @@
+"""Configs of the developer jobs: the main job (``demo``) and synthetic datasets (``synth``).
+Torch-free, so the CLI imports them without waiting for torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+# ---------------------------------------------------------------------- config
+@dataclass
+class DemoConfig:
+    """The main job (issue 6). Fields left at 0 take the preset's value (see :data:`PRESETS`)."""
+
+    out: str = "out/demo"
+    """output folder"""
+    preset: Literal["auto", "cpu", "cuda", "test"] = "auto"
+    """"auto" (= "cuda" when torch sees a GPU, else "cpu"), "cpu", "cuda" or "test" (CI-sized)"""
+    frames: int = 0
+    """frames of the sequence (the last fifth is the test split)"""
+    resolution: int = 0
+    """square image size, pixels"""
+    samples: int = 0
+    """Cycles samples per pixel"""
+    texture_resolution: int = 0
+    """albedo texture size, texels"""
+    steps: int = 0
+    """training steps"""
+    uv_resolution: int = 0
+    """UV sampling resolution of the initial Gaussians"""
+    bake_resolution: int = 0
+    """baked map resolution"""
+    densify_count: int = 0
+    """Gaussians added by each of the two sampling densifications (FATE §3.2)"""
+    bake_steps: int = 0
+    """baking steps (image objective; BakeNet starts from the direct-fit maps)"""
+    bake_channels: int = 0
+    """BakeNet base width"""
+    turntable_frames: int = 0
+    """frames of the 360° turntable"""
+    sheet_frames: int = 4
+    """test frames shown in the contact sheet"""
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    """torch device: auto, cuda or cpu"""
+    threads: int = 0
+    """CPU threads for torch (train, bake, eval); presets: cpu/test 1 (a second thread gains ~1.4×
+    on an idle 2-core machine but loses ~3× as soon as another process shares it), cuda: torch's
+    default"""
+    blender_python: str = ""
+    """Python with the bpy module for the Blender stages (default: this interpreter)"""
+    seed: int = 0
+    """random seed"""
+
+
+PRESETS: dict[str, dict[str, int]] = {
+    "cpu": dict(frames=100, resolution=256, samples=16, texture_resolution=1024, steps=400,
+                uv_resolution=160, densify_count=1000, bake_resolution=256, bake_steps=300,
+                bake_channels=16, turntable_frames=72, threads=1),
+    "cuda": dict(frames=150, resolution=512, samples=32, texture_resolution=2048, steps=6000,
+                 uv_resolution=256, densify_count=5000, bake_resolution=512, bake_steps=1500,
+                 bake_channels=32, turntable_frames=96),
+    "test": dict(frames=20, resolution=64, samples=8, texture_resolution=256, steps=150,
+                 uv_resolution=64, densify_count=300, bake_resolution=64, bake_steps=30,
+                 bake_channels=8, turntable_frames=6, threads=1),
+}
+"""Defaults per preset; "cpu" fits the 15-minute budget of a 2-core CPU."""
+
+
+@dataclass
+class SyntheticConfig:
+    """A synthetic talking-head sequence."""
+
+    frames: int = 100
+    """number of frames"""
+    resolution: int = 128
+    """square image size, pixels"""
+    test_fraction: float = 0.2
+    """the last fraction of frames is the test split"""
+    gt_uv_resolution: int = 384
+    """UV sampling resolution of the dense ground-truth head"""
+    max_yaw_deg: float = 25.0
+    """head turn amplitude (camera orbit), degrees"""
+    max_pitch_deg: float = 12.0
+    """head nod amplitude, degrees"""
+    expression_scale: float = 1.2
+    """amplitude of the expression coefficients"""
+    jaw_open_rad: float = 0.25
+    """maximum jaw opening, radians"""
+    seed: int = 0
+    """random seed"""

@@ -1,0 +1,49 @@
+"""Configs of the render and eval jobs (torch-free: the CLI and the schema import them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class RenderConfig:
+    """A render job."""
+
+    avatar: str = ""
+    """avatar folder"""
+    out: str = ""
+    """folder for the rendered PNGs (default: <avatar>/renders/<split>)"""
+    split: str = "test"
+    """"train", "test" or "all" frames of the avatar's own tracking"""
+    driver: str = ""
+    """another tracked dataset whose FLAME expression/pose (and cameras) drive the avatar: cross-reenactment"""
+    from_maps: bool = False
+    """re-splat the Gaussians from the baked (possibly edited) maps in <avatar>/maps"""
+    device: str = "auto"
+    """auto, cuda or cpu"""
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """background colour"""
+
+
+@dataclass
+class EvalConfig:
+    """An evaluation job: metrics of rendered frames against the dataset's images → metrics.json."""
+
+    avatar: str = ""
+    """avatar folder"""
+    dataset: str = ""
+    """dataset with the ground truth (default: the one the avatar was trained on)"""
+    split: str = "test"
+    """which frames"""
+    from_maps: bool = False
+    """evaluate the baked avatar (maps) instead of the trained Gaussians"""
+    lpips_vgg: str = ""
+    """VGG16 weights for LPIPS (torchvision state_dict); empty = no LPIPS"""
+    lpips_lin: str = ""
+    """LPIPS linear-layer weights (lpips package's vgg.pth); empty = no LPIPS"""
+    device: str = "auto"
+    """auto, cuda or cpu"""
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """background colour (also used to composite the ground truth)"""
+    out: str = ""
+    """metrics file (default: <avatar>/metrics_<split>.json)"""

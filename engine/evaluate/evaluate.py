@@ -1,0 +1,47 @@
+"""Evaluating an avatar: its renders of a split against the dataset's images → metrics JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from engine.data import load_sequence
+from engine.data.frames import resize_sequence
+from engine.data.sequence import resize_image
+from engine.device import resolve_device
+from engine.errors import ConfigError
+from engine.evaluate.config import EvalConfig
+from engine.evaluate.metrics import evaluate_images, make_lpips
+from engine.evaluate.render import load_for_rendering, render_frames
+from engine.io.atomic import write_json
+
+
+def run_eval(cfg: EvalConfig, sink=None) -> dict:
+    """Computes PSNR/SSIM(/LPIPS) of the avatar's renders on a split and writes metrics JSON."""
+    device = resolve_device(cfg.device)
+    loaded = load_for_rendering(cfg.avatar, device, cfg.from_maps)
+    dataset = cfg.dataset or loaded.meta.get("dataset", "")
+    if not dataset:
+        raise ConfigError("eval needs --dataset (the avatar does not record its dataset)")
+    seq = load_sequence(Path(dataset))
+    tr = loaded.tracking
+    seq = resize_sequence(seq, max(int(tr["width"]), int(tr["height"])))
+    lpips = make_lpips(Path(cfg.lpips_vgg), Path(cfg.lpips_lin)) if cfg.lpips_vgg and cfg.lpips_lin else None
+    preds, gts = [], []
+    prog = (lambda s, t: sink.progress("eval", s, t)) if sink else None
+    for i, _, img in render_frames(loaded, cfg.split, "", cfg.background, device, prog):
+        gt, _ = seq.load_image(i, background=tuple(cfg.background))
+        if gt.shape[:2] != img.shape[:2]:
+            gt = resize_image(gt, img.shape[1], img.shape[0])
+        preds.append(img)
+        gts.append(gt.float())
+    if not preds:
+        raise ConfigError(f"{cfg.avatar}: no '{cfg.split}' frames to evaluate")
+    metrics = evaluate_images(torch.stack(preds), torch.stack(gts), lpips=lpips)
+    metrics.update({"split": cfg.split, "frames": len(preds), "from_maps": cfg.from_maps,
+                    "num_gaussians": len(loaded.avatar.gaussians)})
+    out = Path(cfg.out) if cfg.out else loaded.folder.metrics_file(cfg.split, cfg.from_maps)
+    write_json(out, metrics)
+    metrics["file"] = str(out)
+    return metrics

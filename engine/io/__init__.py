@@ -1,0 +1,1 @@
+"""File formats the engine reads and writes: atomic writes, OBJ, FLAME pickles, images, video."""

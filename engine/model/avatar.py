@@ -1,0 +1,92 @@
+"""The avatar: everything that is trained (FATE §3.1), and the inputs of one frame.
+
+:class:`Avatar` bundles the head model's FLAME layer, the UV-bound Gaussians, the learnt
+blendshapes (Eq. 5) and the optional per-frame tracking corrections; :func:`build_avatar` makes
+the initial one, :func:`frame_inputs` gives a frame's FLAME parameters and camera.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from engine.data.sequence import Sequence
+from engine.geometry.cameras import Camera
+from engine.geometry.uv import sample_uv_texels
+from engine.model.blendshapes import LearnedBlendshapes, deform
+from engine.model.flame_layer import FlameLayer
+from engine.model.gaussians import UVGaussians
+from engine.model.head_model import HeadModel
+from engine.model.tracking import TrackingRefinement
+from engine.raster import rasterize
+
+
+@dataclass
+class Avatar:
+    """Everything that is trained: head model layer, Gaussians, blendshapes, tracking corrections."""
+
+    head: HeadModel
+    flame: FlameLayer
+    faces: Tensor  # [F + M, 3] int64 mesh + mouth faces
+    gaussians: UVGaussians
+    blendshapes: LearnedBlendshapes
+    tracking: TrackingRefinement
+
+    def posed_vertices(self, shape: Tensor, expr: Tensor, pose: Tensor,
+                       translation: Tensor | None) -> tuple[Tensor, Tensor]:
+        """[1, V, 3] vertices with and without the learnt blendshapes."""
+        return deform(self.flame, self.blendshapes, shape, expr, pose, translation)
+
+    def render(self, shape: Tensor, expr: Tensor, pose: Tensor, translation: Tensor | None,
+               camera: Camera, background: Tensor, backend: str = "auto"):
+        """Renders one frame. shape [S], expr [E], pose [J·3], translation [3] | None."""
+        verts, _ = self.posed_vertices(shape[None], expr[None], pose[None],
+                                       None if translation is None else translation[None])
+        g = self.gaussians.place(verts[0], self.faces)
+        return rasterize(g.means, g.covars, g.opacities, g.colors, camera, background, backend=backend)
+
+
+def build_avatar(head: HeadModel, seq: Sequence, device: torch.device, *, uv_resolution: int, shell: float,
+                 learn_blendshapes: bool, refine_tracking: bool) -> Avatar:
+    """Initial avatar: UV-sampled Gaussians on the subject's canonical mesh (FATE §3.1, §4.1).
+
+    Args:
+        head: the head model.
+        seq: the tracked sequence (its shape coefficients place the canonical mesh; its expression
+            and pose dimensions size the learnt blendshapes and the tracking corrections).
+        device: where the model lives.
+        uv_resolution: one Gaussian per covered texel of a map this size (FATE: 256).
+        shell: largest normal offset of a Gaussian from its face, meters.
+        learn_blendshapes: optimise ΔE, ΔP, Δ (Eq. 5).
+        refine_tracking: optimise per-frame tracking corrections (supp. §7.1).
+    """
+    flame = FlameLayer(head).to(device)
+    faces = torch.as_tensor(head.faces_all, dtype=torch.long, device=device)
+    samples = sample_uv_texels(head.uvs, head.faces_uv_all, uv_resolution)
+    with torch.no_grad():
+        shape = seq.shape[None].to(device)
+        verts, _ = flame(shape, torch.zeros(1, seq.expr.shape[1], device=device),
+                         torch.zeros(1, seq.pose.shape[1], device=device))
+    face_idx = torch.as_tensor(samples.face_idx, dtype=torch.long, device=device)
+    bary = torch.as_tensor(samples.bary, dtype=torch.float32, device=device)
+    gaussians = UVGaussians.from_bindings(face_idx, bary, verts[0], faces, shell=shell).to(device)
+    n_expr = min(seq.expr.shape[1], head.num_expr)
+    blendshapes = LearnedBlendshapes(head.num_vertices, n_expr, head.posedirs.shape[0],
+                                     enabled=learn_blendshapes).to(device)
+    tracking = TrackingRefinement(len(seq), seq.expr.shape[1], seq.pose.shape[1],
+                                  enabled=refine_tracking).to(device)
+    return Avatar(head, flame, faces, gaussians, blendshapes, tracking)
+
+
+def frame_inputs(av: Avatar, seq: Sequence, i: int, device: torch.device):
+    """FLAME parameters and camera of frame i, with the tracking corrections applied."""
+    tr = av.tracking
+    expr = seq.expr[i].to(device)
+    pose = seq.pose[i].to(device)
+    if tr.enabled:
+        expr = expr + tr.d_expr[i]
+        pose = pose + tr.d_pose[i]
+    cam = tr.camera(i, seq.camera(i).to(device))
+    return seq.shape.to(device), expr, pose, seq.translation[i].to(device), cam

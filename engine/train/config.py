@@ -1,0 +1,88 @@
+"""The train job's config (FATE supp. §7.2 defaults); torch-free so the CLI and the schema import it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from engine.errors import ConfigError
+from engine.train.densify.config import DensifyConfig
+
+
+@dataclass
+class TrainConfig:
+    """A training job (saved into avatar.json so the run is reproducible)."""
+
+    dataset: str = ""
+    """tracked dataset folder (INSTA or IMavatar layout)"""
+    output: str = ""
+    """avatar folder to write"""
+    head_model: str = "demo"
+    """"demo" (procedural demo head, not FLAME) or a FLAME folder / .pkl / .npz"""
+    steps: int = 30_000
+    """optimisation steps (one frame per step)"""
+    uv_resolution: int = 256
+    """UV sampling resolution for the initial Gaussians (FATE: 256)"""
+    image_size: int = 0
+    """resize frames so the longer side has this many pixels (0 = as stored)"""
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """background colour behind the masked subject"""
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    """torch device; auto = CUDA when available"""
+    rasterizer: Literal["auto", "torch", "gsplat"] = "auto"
+    """auto = gsplat on CUDA, the PyTorch reference on CPU"""
+    threads: int = 0
+    """CPU threads for torch (0 = torch's default); 1 is fastest on a busy 2-core machine"""
+    shell: float = 0.01
+    """maximum normal offset of a Gaussian from its face, meters"""
+    lr_color: float = 2.5e-3
+    """supp. §7.2"""
+    lr_opacity: float = 5e-2
+    """supp. §7.2"""
+    lr_scale: float = 5e-3
+    """supp. §7.2"""
+    lr_rotation: float = 1e-3
+    """supp. §7.2"""
+    lr_offset: float = 1.6e-3
+    """supp. §7.2 (applied to the pre-tanh offset)"""
+    lr_blendshapes: float = 1e-5
+    """learnable blendshapes ΔE, ΔP, Δ (supp. §7.2)"""
+    learn_blendshapes: bool = True
+    """optimise ΔE, ΔP and Δ (Eq. 5)"""
+    lambda_perceptual: float = 0.1
+    """λ1 of Eq. 12 for the VGG term"""
+    lambda_dssim: float = 0.2
+    """weight of D-SSIM, used as the perceptual term when no VGG weights are supplied"""
+    vgg_weights: str = ""
+    """VGG16 weights file (torchvision state_dict .pth or .safetensors); empty = D-SSIM"""
+    lambda_lap: float = 100.0
+    """λ2, Laplacian smoothness of the learnt deformation (Eq. 14)"""
+    lambda_flame: float = 100.0
+    """λ3, L2 to the plain FLAME vertices (Eq. 14)"""
+    lambda_scale: float = 0.1
+    """λ4, scale-ratio term (Eq. 13)"""
+    scale_ratio: float = 5.0
+    """r of Eq. 13: largest allowed ratio of major to minor axis"""
+    refine_tracking: bool = False
+    """optimise per-frame expression, pose and camera corrections (supp. §7.1)"""
+    lr_tracking: float = 5e-4
+    """learning rate of the tracking corrections (supp. §7.1)"""
+    densify: DensifyConfig = field(default_factory=DensifyConfig)
+    """densification schedule"""
+    checkpoint_every: int = 1000
+    """write a resumable checkpoint every N steps"""
+    preview_every: int = 500
+    """write a preview image every N steps (0 = never)"""
+    seed: int = 0
+    """random seed"""
+    resume: bool = False
+    """continue from output/checkpoints/last.* if present"""
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, found {self.steps}")
+        if self.uv_resolution < 8:
+            raise ConfigError(f"uv_resolution must be >= 8, found {self.uv_resolution}")
+        if self.device not in ("auto", "cuda", "cpu"):
+            raise ConfigError(f"device must be auto, cuda or cpu, found {self.device!r}")
+        self.background = tuple(float(c) for c in self.background)  # type: ignore[assignment]

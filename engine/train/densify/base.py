@@ -1,0 +1,136 @@
+"""The densification strategy interface (gsplat's pattern: the caller owns the state).
+
+A strategy is built from a :class:`~engine.train.densify.config.DensifyConfig`. The training loop
+keeps the per-Gaussian statistics in a plain dict from :meth:`Strategy.initialize_state` (it is
+saved in checkpoints as it is) and calls three hooks per step::
+
+    strategy.step_pre_backward(state, info)         # before loss.backward()
+    strategy.step_post_backward(state, info)        # after backward, before optimizer.step()
+    counts = strategy.step_post_update(state, step, model, optimizer, generator)  # after step()
+
+``info`` holds the step's world-space Gaussian means ``means`` [N, 3] (meters) and screen radii
+``radii`` [N] (pixels, 0 = not drawn). Every strategy prunes transparent Gaussians and resets
+opacities on the same schedule (supp. §7.2); a subclass decides which Gaussians get a child
+(:meth:`Strategy.select_parents`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from engine.errors import ConfigError
+from engine.model.gaussians import UVGaussians
+from engine.train.densify.config import DensifyConfig
+from engine.train.densify.ops import add_children, prune, reset_opacity
+
+STATE_KEYS = ("grad_accum", "grad_count")
+"""Keys of the state dict every strategy keeps (all [N] float32)."""
+
+
+class Strategy:
+    """Base strategy: gradient statistics, the prune / reset schedule, and no densification.
+
+    Args:
+        config: the hyper-parameters (``config.strategy`` names the subclass).
+    """
+
+    def __init__(self, config: DensifyConfig):
+        self.config = config
+
+    # ------------------------------------------------------------------ state
+    def initialize_state(self, num_gaussians: int, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+        """Fresh statistics for ``num_gaussians`` Gaussians: ``grad_accum`` (Σ‖∂L/∂μ‖ over the
+        steps a Gaussian was drawn) and ``grad_count`` (how many such steps), both [N]."""
+        return {k: torch.zeros(num_gaussians, device=device) for k in STATE_KEYS}
+
+    def check_sanity(self, model: UVGaussians, optimizer: torch.optim.Optimizer, state: dict[str, Tensor]) -> None:
+        """Raises ConfigError early if the optimiser lacks a Gaussian parameter or the state does
+        not match the model (a missing key, or a length other than N)."""
+        params = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        for name in UVGaussians.PARAMETERS:
+            if id(getattr(model, name)) not in params:
+                raise ConfigError(f"densification: the optimiser does not hold the Gaussian parameter {name!r}")
+        for key in STATE_KEYS:
+            if key not in state or state[key].shape[0] != len(model):
+                raise ConfigError(f"densification state: {key!r} missing or not of length {len(model)}")
+
+    @staticmethod
+    def mean_grad(state: dict[str, Tensor]) -> Tensor:
+        """Average ‖∂L/∂μ‖ since the last edit, per Gaussian. [N]"""
+        return state["grad_accum"] / state["grad_count"].clamp_min(1.0)
+
+    # ------------------------------------------------------------------ hooks
+    def step_pre_backward(self, state: dict[str, Tensor], info: dict[str, Any]) -> None:
+        """Asks autograd to keep ∂L/∂μ of the (non-leaf) world means."""
+        if info["means"].requires_grad:
+            info["means"].retain_grad()
+
+    @torch.no_grad()
+    def step_post_backward(self, state: dict[str, Tensor], info: dict[str, Any]) -> None:
+        """Adds ‖∂L/∂μ‖ (μ in meters) of the Gaussians drawn this step (``radii > 0``)."""
+        grad = info["means"].grad
+        if grad is None:
+            return
+        visible = info["radii"] > 0
+        norm = grad.norm(dim=-1)
+        state["grad_accum"] += torch.where(visible, norm, torch.zeros_like(norm))
+        state["grad_count"] += visible.float()
+
+    @torch.no_grad()
+    def step_post_update(self, state: dict[str, Tensor], step: int, model: UVGaussians,
+                         optimizer: torch.optim.Optimizer, generator: torch.Generator | None = None) -> dict[str, int]:
+        """Runs what the schedule asks for at ``step`` (1-based, after the optimiser step):
+        densify every ``every`` steps in [start, stop], prune every ``prune_every`` steps from
+        ``start`` on, reset opacities every ``reset_every`` steps before ``stop``.
+
+        Returns:
+            counts: {"added": a, "pruned": p, "reset": 0/1}.
+        """
+        cfg = self.config
+        out = {"added": 0, "pruned": 0, "reset": 0}
+        if cfg.strategy == "none":
+            return out
+        if cfg.start <= step <= cfg.stop and step % cfg.every == 0:
+            out["added"] = self.densify(state, model, optimizer, generator)
+        if cfg.prune_every and step % cfg.prune_every == 0 and step >= cfg.start:
+            out["pruned"] = self.prune(state, model, optimizer, model.opacities() >= cfg.prune_opacity)
+        if cfg.reset_every and step % cfg.reset_every == 0 and step < cfg.stop:
+            reset_opacity(model, optimizer, cfg.reset_opacity)
+            out["reset"] = 1
+        return out
+
+    # ------------------------------------------------------------------ edits
+    def select_parents(self, state: dict[str, Tensor], model: UVGaussians, room: int,
+                       generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
+        """Which Gaussians get a child (at most ``room``), and an optional per-parent scale factor
+        applied to parent and child. The base strategy adds none."""
+        return torch.empty(0, dtype=torch.long, device=model.face_idx.device), None
+
+    @torch.no_grad()
+    def densify(self, state: dict[str, Tensor], model: UVGaussians, optimizer: torch.optim.Optimizer,
+                generator: torch.Generator | None = None) -> int:
+        """Adds the children :meth:`select_parents` asks for, within ``max_gaussians``; resets the
+        statistics. Returns how many were added."""
+        room = self.config.max_gaussians - len(model)
+        if room <= 0:
+            return 0
+        parents, scale_factor = self.select_parents(state, model, room, generator)
+        if parents.numel() == 0:
+            return 0
+        add_children(model, optimizer, parents, generator, scale_factor)
+        state.update(self.initialize_state(len(model), state["grad_accum"].device))
+        return int(parents.numel())
+
+    @torch.no_grad()
+    def prune(self, state: dict[str, Tensor], model: UVGaussians, optimizer: torch.optim.Optimizer,
+              keep: Tensor) -> int:
+        """Removes the Gaussians where ``keep`` (bool [N]) is False; returns how many."""
+        src = prune(model, optimizer, keep)
+        if src is None:
+            return 0
+        for key in STATE_KEYS:
+            state[key] = state[key][src]
+        return int((~keep).sum())
