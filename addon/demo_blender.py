@@ -11,7 +11,7 @@ result of a stage is the last line, ``FATE_RESULT {json}``. Anything else Blende
 kept by the caller in a log file.
 
 ``cycles``: builds the demo subject (a folder in the avatar export layout: ``blender/head.npz``,
-``tracking.npz``, plus ``albedo.png``) with :func:`addon.importer.import_avatar` — the same rig,
+``tracking.npz``, plus ``albedo.png``) with :func:`addon.rig.importer.import_avatar` — the same rig,
 shape keys, drivers and tracked camera as any imported avatar, so Blender's deformation is the
 engine's FLAME forward — gives it a diffuse material with the albedo texture, soft
 view-independent light (a bright uniform world and a large soft sun), and renders every tracked
@@ -134,7 +134,7 @@ def stage_cycles(cfg: dict) -> dict:
     Config keys: subject (folder), out (folder for NNNNN.png), samples, threads (0 = all),
     world_strength, sun_strength, sun_angle_deg, denoise (bool), seed.
     """
-    from .importer import import_avatar
+    from .rig.importer import import_avatar
 
     t0 = time.time()
     scene = _clear_scene()

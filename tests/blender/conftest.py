@@ -211,7 +211,7 @@ def splat_scene(monkeypatch):
     """
     if bpy is None:
         pytest.skip(_NO_BPY)
-    from addon import splat_runtime
+    from addon.splats import runtime as splat_runtime
 
     s = build_splat_scene()
     table = {s.head.name: (s.face_idx, s.bary, s.uv)}
@@ -230,7 +230,7 @@ def splat_engine():
     """The FATE Splats render engine registered for the test (unregistered afterwards)."""
     if bpy is None:
         pytest.skip(_NO_BPY)
-    from addon import render_engine
+    from addon.splats import render_engine
 
     render_engine.register()
     yield render_engine

@@ -66,8 +66,8 @@ def test_zip_contents(built_zip):
     m = build.manifest()
     assert built_zip.name == f"{m['id']}-{m['version']}.zip" == "fate_avatar-0.1.0.zip"
     names = set(zipfile.ZipFile(built_zip).namelist())
-    for required in ("blender_manifest.toml", "__init__.py", "addon/__init__.py", "addon/importer.py",
-                     "addon/worker.py", "operators/__init__.py", "panels/sidebar.py", "engine/__main__.py"):
+    for required in ("blender_manifest.toml", "__init__.py", "addon/__init__.py", "addon/rig/importer.py",
+                     "addon/jobs/worker.py", "operators/__init__.py", "panels/sidebar.py", "engine/__main__.py"):
         assert required in names, required
     for banned_prefix in ("tests/", "docs/", ".ci/", "dist/", "build.py", "pyproject.toml", ".git"):
         assert not any(n.startswith(banned_prefix) for n in names), banned_prefix

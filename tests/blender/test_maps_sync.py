@@ -10,9 +10,9 @@ import pytest
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
 OpenEXR = pytest.importorskip("OpenEXR", reason="OpenEXR (python) is needed to read the files back")
 
-from addon import maps_sync  # noqa: E402
+from addon.maps import sync as maps_sync  # noqa: E402
 from addon.errors import MapsError  # noqa: E402
-from addon.importer import import_avatar  # noqa: E402
+from addon.rig.importer import import_avatar  # noqa: E402
 from addon_package import registered, submodule  # noqa: E402,F401
 from synthetic_avatar import write_avatar  # noqa: E402
 
@@ -53,7 +53,7 @@ def test_sync_keeps_layout_and_backs_up(avatar, monkeypatch):
     maps_dir = folder / "maps"
     before = {p.name: p.read_bytes() for p in maps_dir.glob("*.exr")}
     calls = []
-    from addon import render_engine  # written separately; the hook is optional
+    from addon.splats import render_engine  # written separately; the hook is optional
 
     monkeypatch.setattr(render_engine, "tag_maps_changed", lambda *a, **k: calls.append(1), raising=False)
 
@@ -132,4 +132,4 @@ def test_import_and_sync_operators(registered, tmp_path):
     assert list((folder / "maps").glob("scale.*.bak.exr"))
     with pytest.raises(RuntimeError, match="avatar folder not found"):
         bpy.ops.fate.import_avatar(directory=str(tmp_path / "missing"))
-    assert submodule("addon.bindings").find_head_object(head) == head
+    assert submodule("addon.rig.bindings").find_head_object(head) == head

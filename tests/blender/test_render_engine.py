@@ -21,8 +21,9 @@ import pytest
 
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
 
-from addon import render_engine, splat_drawer  # noqa: E402
-from addon import splat_runtime as sr  # noqa: E402
+from addon.splats import drawer as splat_drawer
+from addon.splats import render_engine  # noqa: E402
+from addon.splats import runtime as sr  # noqa: E402
 
 
 def _set_pixels(img, data: np.ndarray) -> None:
@@ -258,7 +259,7 @@ def test_imported_avatar_resplats_and_renders(tmp_path):
     """End to end with the add-on's importer: the runtime reads the imported bindings, the EXR
     maps (sRGB colour map loaded as linear floats, 1-channel maps as grey) and the evaluated
     mesh with its mouth faces, and matches the engine's re-splat of the same files."""
-    importer = pytest.importorskip("addon.importer", reason="addon/importer.py not available")
+    importer = pytest.importorskip("addon.rig.importer", reason="addon/rig/importer.py not available")
     synthetic = pytest.importorskip("synthetic_avatar",
                                     reason="tests/blender/synthetic_avatar.py not available")
     pytest.importorskip("torch", reason="torch is not installed (engine comparison)")

@@ -14,7 +14,7 @@ import pytest
 
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
 
-from addon import splat_runtime as sr  # noqa: E402
+from addon.splats import runtime as sr  # noqa: E402
 
 
 def set_image_pixels(img, data: np.ndarray) -> None:
@@ -258,10 +258,10 @@ def test_topology_change_is_reported(splat_scene):
 
 
 def test_addon_binding_storage(splat_scene, monkeypatch):
-    """The add-on's own storage (addon.bindings: bindings object + fate_map_<name> images)."""
-    bindings = pytest.importorskip("addon.bindings", reason="addon/bindings.py is not there yet")
+    """The add-on's own storage (addon.rig.bindings: bindings object + fate_map_<name> images)."""
+    bindings = pytest.importorskip("addon.rig.bindings", reason="addon/rig/bindings.py is not there yet")
     if not hasattr(bindings, "create_bindings_object"):
-        pytest.skip("addon.bindings.create_bindings_object is not available")
+        pytest.skip("addon.rig.bindings.create_bindings_object is not available")
     from types import SimpleNamespace
 
     s = splat_scene

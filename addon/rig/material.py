@@ -1,7 +1,7 @@
 """Map files ↔ Blender images, and the worker's preview image.
 
 Blender reads EXR/PNG with its own loaders; images always reference the files next to the
-avatar (never only packed), so painting can be saved back (:mod:`addon.maps_sync`).
+avatar (never only packed), so painting can be saved back (:mod:`addon.maps.sync`).
 
 What Blender does with our maps (checked with bpy 5.0):
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import bpy
 
-from .avatar_files import MapEntry
+from ..files.avatar import MapEntry
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 This is the Blender-side twin of the engine's map re-splatting (``engine/maps.py`` +
 ``engine/gaussians.py: place_gaussians``, FATE §3.1 Eq. 2–4 and §3.3). It imports bpy and
 numpy only (never torch, never the ``engine`` package) and does no drawing: the GPU part
-lives in :mod:`.splat_drawer`.
+lives in :mod:`.drawer`.
 
 For every Gaussian bound to face ``f`` of the head mesh with barycentric ``b`` and UV ``uv``:
 
@@ -28,9 +28,9 @@ the sRGB transfer function. A float colour image tagged ``Non-Color`` (or a line
 read as stored. Scalar maps (opacity, offset) are read from the red channel.
 
 A head object is marked by ``obj["fate_avatar"] = True`` or ``obj["fate_role"] == "head"``
-(:mod:`.bindings`); its map images are found through ``obj["fate_maps"] = {map name: image
+(:mod:`addon.rig.bindings`); its map images are found through ``obj["fate_maps"] = {map name: image
 name}`` or, failing that, the image pointers ``obj["fate_map_<name>"]``; its bindings come from
-:func:`addon.bindings.get_bindings`.
+:func:`addon.rig.bindings.get_bindings`.
 
 Cameras are converted to the engine's OpenCV convention (x right, y down, z forward,
 ``viewmat`` world→camera, intrinsics in pixels, pixel centres at integer + 0.5) by
@@ -46,7 +46,7 @@ from typing import Callable, Mapping
 import bpy
 import numpy as np
 
-from .errors import FateAddonError
+from ..errors import FateAddonError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ MAP_CHANNELS = {"color": 3, "opacity": 1, "scale": 3, "rotation": 3, "offset": 1
 AVATAR_KEY = "fate_avatar"
 """Object custom property marking a head object the splat engine draws."""
 ROLE_KEY, ROLE_HEAD = "fate_role", "head"
-"""Alternative marker written by the avatar import (:mod:`.bindings`)."""
+"""Alternative marker written by the avatar import (:mod:`addon.rig.bindings`)."""
 MAPS_KEY = "fate_maps"
 """Object custom property: map name → ``bpy.data.images`` name."""
 MAP_PROP_PREFIX = "fate_map_"
@@ -428,12 +428,12 @@ def mesh_arrays(mesh: bpy.types.Mesh, faces: bool = True) -> tuple[np.ndarray, n
 
 
 def _default_bindings(obj: bpy.types.Object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The head object's bindings via :func:`addon.bindings.get_bindings`.
+    """The head object's bindings via :func:`addon.rig.bindings.get_bindings`.
 
     Raises:
         SplatError: the object has no bindings.
     """
-    from .bindings import get_bindings
+    from ..rig.bindings import get_bindings
 
     try:
         return get_bindings(obj)

@@ -8,7 +8,7 @@ at the next step (it checkpoints and exits with 130); exit codes 0 / 1 / 130.
 Threads: one reader thread per job turns stdout lines into events on a queue and, at EOF, waits
 for the process and queues an exit marker. Nothing else happens off the main thread: callbacks
 registered with :meth:`Job.on` run inside :meth:`Job.poll`, which the add-on calls from a
-``bpy.app.timers`` callback (:mod:`addon.jobs`) and tests call directly. The worker's stderr
+``bpy.app.timers`` callback (:mod:`addon.jobs.runtime`) and tests call directly. The worker's stderr
 (its logging and tracebacks) goes straight to a log file, ``<avatar>/logs/<job>-<time>.log``.
 
 No worker outlives Blender: :func:`stop_all` (registered with ``atexit`` by the add-on, and
@@ -40,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import WorkerError
+from ..errors import WorkerError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ TERMINAL_EVENTS = ("done", "error", "cancelled")
 EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 130
 
 #: What the engine needs in the worker's interpreter (pip names), for error messages and the
-#: installer (:mod:`addon.install_engine`).
+#: installer (:mod:`addon.jobs.install_engine`).
 ENGINE_PACKAGES = ("torch", "gsplat", "smplx", "numpy", "scipy", "safetensors", "imageio",
                    "OpenEXR", "tqdm")
 
@@ -475,7 +475,7 @@ class WorkerClient:
 
         Args:
             verb: "train" or "bake".
-            config: the job configuration (engine config keys; see :mod:`addon.job_config`).
+            config: the job configuration (engine config keys; see :mod:`addon.jobs.config`).
             job_dir: the avatar folder; logs go to ``<job_dir>/logs/<verb>-<time>.log``.
             stamp: time stamp for the file names (default: now).
         Raises:

@@ -10,7 +10,7 @@ import glob
 import os
 from pathlib import Path
 
-from .errors import SetupError
+from ..errors import SetupError
 
 __all__ = ["DEMO_HEAD", "resolve_head_model", "check_dataset_dir", "check_avatar_dir",
            "train_config", "bake_config", "FLAME_DOWNLOAD_URL"]

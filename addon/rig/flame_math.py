@@ -1,7 +1,7 @@
 """FLAME ↔ Blender rig maths (numpy only, no bpy): rotations, cameras and driver expressions.
 
 Blender side of the conventions in docs/ARCHITECTURE.md. Everything here is plain numpy so it is
-testable without Blender; :mod:`addon.importer` turns it into Blender data.
+testable without Blender; :mod:`addon.rig.importer` turns it into Blender data.
 
 The rig that reproduces FLAME's linear blend skinning (LBS) exactly:
 

@@ -38,7 +38,7 @@ def create_bindings_object(name: str, bindings, head_obj: bpy.types.Object, v_te
 
     Args:
         name: avatar name.
-        bindings: :class:`addon.avatar_files.Bindings` (face_idx [N] int32, bary [N, 3], uv [N, 2]).
+        bindings: :class:`addon.files.avatar.Bindings` (face_idx [N] int32, bary [N, 3], uv [N, 2]).
         head_obj: the head mesh object.
         v_template: rest vertices, FLAME canonical, m. [V, 3]
         faces: the head's triangles (mesh + mouth). [F+M, 3] int32

@@ -1,6 +1,6 @@
 """The one splat drawer (Blender ``gpu`` module), used by the viewport and by final renders.
 
-It rasterises :class:`.splat_runtime.SplatGaussians` with the same rules as the engine's
+It rasterises :class:`.runtime.SplatGaussians` with the same rules as the engine's
 renderer (``engine/raster``, which mirrors gsplat 1.5 / 3DGS, Kerbl et al. 2023 §4–6), so the
 two agree pixel for pixel up to float rounding:
 
@@ -42,7 +42,7 @@ import gpu
 import numpy as np
 from mathutils import Matrix
 
-from .splat_runtime import DrawCamera, SplatGaussians, linear_to_srgb
+from .runtime import DrawCamera, SplatGaussians, linear_to_srgb
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ class SplatDrawer:
         """Uploads new Gaussians (the next draw re-sorts).
 
         Args:
-            g: world-space Gaussians (see :class:`.splat_runtime.SplatGaussians`).
+            g: world-space Gaussians (see :class:`.runtime.SplatGaussians`).
         """
         t0 = time.perf_counter()
         n = len(g)

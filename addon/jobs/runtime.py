@@ -1,6 +1,6 @@
 """Runs worker jobs from Blender: one active job, polled by a ``bpy.app.timers`` callback.
 
-:func:`tick` (the timer) polls the active :class:`~addon.worker.Job` and hands each event to
+:func:`tick` (the timer) polls the active :class:`~addon.jobs.worker.Job` and hands each event to
 :func:`apply_event`, which writes ``scene.fate`` (progress, stage, loss, PSNR, ETA, messages),
 the status bar text and the "FATE Preview" image, and reports errors with the engine's
 message and the log path. Everything here runs on the main thread; in background mode timers
@@ -20,7 +20,7 @@ from pathlib import Path
 import bpy
 
 from . import worker
-from .errors import WorkerError
+from ..errors import WorkerError
 from .worker import Job, WorkerClient
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def apply_event(scene: bpy.types.Scene, job: Job, event: dict) -> str | None:
         path = event.get("path")
         if path:
             try:
-                from .images import load_preview_image
+                from ..rig.material import load_preview_image
 
                 load_preview_image(path)
             except (RuntimeError, OSError) as exc:

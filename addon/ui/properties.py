@@ -1,6 +1,6 @@
 """Scene properties of the add-on: one PropertyGroup, ``Scene.fate`` (read as ``context.scene.fate``).
 
-Job fields are written only by :mod:`addon.jobs` on the main thread (timer callbacks).
+Job fields are written only by :mod:`addon.jobs.runtime` on the main thread (timer callbacks).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The "FATE Splats" render engine: viewport and final/animation renders of head avatars.
 
-Both paths use the one :class:`.splat_drawer.SplatDrawer`:
+Both paths use the one :class:`.drawer.SplatDrawer`:
 
 - ``view_update`` / ``view_draw`` (3D viewport in Rendered shading): Gaussians are re-placed
   when the depsgraph changes (frame, shape keys, bones, modifiers, object transforms) or the
@@ -32,9 +32,9 @@ import time
 import bpy
 import numpy as np
 
-from . import splat_runtime
-from .splat_drawer import SplatDrawer, expected_depth, free_shaders, linear_background_to_encoded
-from .splat_runtime import SplatError, SplatGaussians
+from . import runtime
+from .drawer import SplatDrawer, expected_depth, free_shaders, linear_background_to_encoded
+from .runtime import SplatError, SplatGaussians
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +97,17 @@ class FATE_RE_splats(bpy.types.RenderEngine):
         t_start = time.perf_counter()
         scene = depsgraph.scene
         rd = scene.render
-        width, height = splat_runtime.render_size(rd)
+        width, height = runtime.render_size(rd)
         cam_obj = scene.camera
         if cam_obj is None:
             self.report({'ERROR'}, "FATE Splats: the scene has no active camera")
             return
         cam_eval = cam_obj.evaluated_get(depsgraph)
         try:
-            cam = splat_runtime.camera_from_object(
+            cam = runtime.camera_from_object(
                 cam_eval, depsgraph, width, height, (rd.pixel_aspect_x, rd.pixel_aspect_y))
             t0 = time.perf_counter()
-            gaussians = splat_runtime.scene_gaussians(depsgraph, resample=True)
+            gaussians = runtime.scene_gaussians(depsgraph, resample=True)
             t_gauss = time.perf_counter() - t0
         except SplatError as exc:
             self.report({'ERROR'}, f"FATE Splats: {exc}")
@@ -117,7 +117,7 @@ class FATE_RE_splats(bpy.types.RenderEngine):
 
         background = None
         if not rd.film_transparent:
-            background = linear_background_to_encoded(splat_runtime.world_background(scene))
+            background = linear_background_to_encoded(runtime.world_background(scene))
         drawer = SplatDrawer()
         try:
             drawer.upload(gaussians)
@@ -146,7 +146,7 @@ class FATE_RE_splats(bpy.types.RenderEngine):
         self._view_dirty = True
         for update in depsgraph.updates:
             if isinstance(update.id, bpy.types.Image):
-                splat_runtime.tag_maps_changed(update.id.name)
+                runtime.tag_maps_changed(update.id.name)
 
     def view_texture(self, depsgraph: bpy.types.Depsgraph, region_data, width: int,
                      height: int, sync: bool = False):
@@ -167,20 +167,20 @@ class FATE_RE_splats(bpy.types.RenderEngine):
         scene = depsgraph.scene
         if self._drawer is None:
             self._drawer = SplatDrawer()
-        if self._view_dirty or self._view_generation != splat_runtime.maps_generation():
+        if self._view_dirty or self._view_generation != runtime.maps_generation():
             self._view_dirty = False
-            self._view_generation = splat_runtime.maps_generation()
+            self._view_generation = runtime.maps_generation()
             try:
-                gaussians = splat_runtime.scene_gaussians(depsgraph)
+                gaussians = runtime.scene_gaussians(depsgraph)
             except SplatError as exc:  # logged once per change, then nothing is drawn
                 log.error("FATE Splats viewport: %s", exc)
                 gaussians = SplatGaussians.empty()
             self._drawer.upload(gaussians)
-        cam = splat_runtime.camera_from_view(region_data, width, height)
+        cam = runtime.camera_from_view(region_data, width, height)
         encoded = self._drawer.render_texture(cam, with_depth=False, fmt='RGBA16F', sync=sync)
         background = None
         if not scene.render.film_transparent:
-            background = linear_background_to_encoded(splat_runtime.world_background(scene))
+            background = linear_background_to_encoded(runtime.world_background(scene))
         return self._drawer.linearized_texture(encoded, background)
 
     def view_draw(self, context: bpy.types.Context, depsgraph: bpy.types.Depsgraph) -> None:
@@ -209,7 +209,7 @@ def tag_maps_changed(image_name: str | None = None) -> None:
     Args:
         image_name: the changed image, or None for all maps.
     """
-    splat_runtime.tag_maps_changed(image_name)
+    runtime.tag_maps_changed(image_name)
     wm = getattr(bpy.context, "window_manager", None)
     if wm is None:
         return
@@ -233,5 +233,5 @@ def unregister() -> None:
         panel.COMPAT_ENGINES.discard(ENGINE_ID)
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)
-    splat_runtime.clear_caches()
+    runtime.clear_caches()
     free_shaders()

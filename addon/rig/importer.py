@@ -1,8 +1,8 @@
 """Builds a rigged, animated, paintable Blender head from an avatar folder (the "Import Avatar" step).
 
 Pure functions taking explicit arguments; :class:`operators.avatar.FATE_OT_import_avatar` is a
-thin wrapper. The files are parsed by :mod:`addon.avatar_files`; the rig maths (why the result
-equals FLAME's LBS to float precision) is in :mod:`addon.flame_math`.
+thin wrapper. The files are parsed by :mod:`addon.files.avatar`; the rig maths (why the result
+equals FLAME's LBS to float precision) is in :mod:`addon.rig.flame_math`.
 
 What :func:`import_avatar` creates, in a new collection ``<name>``:
 
@@ -20,7 +20,7 @@ What :func:`import_avatar` creates, in a new collection ``<name>``:
 - tracked sequence as keyframes on frames 1..T (Exp values, joint quaternions, root location =
   FLAME translation) and ``<name>_camera`` (child of the rig) replaying the training cameras.
 - maps as images ``<name>_<map>`` and a material ``<name>_maps`` whose base colour is the colour
-  map (the active paint slot), and ``<name>_bindings`` (see :mod:`addon.bindings`).
+  map (the active paint slot), and ``<name>_bindings`` (see :mod:`addon.rig.bindings`).
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from mathutils import Matrix
 
 from . import animation, flame_math
 from .animation import DriverVar
-from .avatar_files import AvatarData, HeadData, Tracking, read_avatar
+from ..files.avatar import AvatarData, HeadData, Tracking, read_avatar
 from .bindings import PROP_AVATAR_DIR, PROP_MAP_PREFIX, PROP_ROLE, create_bindings_object
-from .images import load_map_image
+from .material import load_map_image
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ def add_corrective_drivers(obj: bpy.types.Object, rig: bpy.types.Object, head: H
 def add_joint_offset_drivers(obj: bpy.types.Object, rig: bpy.types.Object, head: HeadData) -> list[str]:
     """Drives ΔJ (rig properties) from the Exp values and the MCH bones' locations from ΔJ.
 
-    ΔJ_j = Σ_k ψ_k D_jk (:func:`addon.flame_math.joint_expression_basis`) goes into the scalar
+    ΔJ_j = Σ_k ψ_k D_jk (:func:`addon.rig.flame_math.joint_expression_basis`) goes into the scalar
     properties ``fate_dJ_<joint>_<x|y|z>``; sums longer than a driver expression allows are split
     into partial sums ``fate_dJ_<joint>_<axis>_<p>`` added by a "Sum Values" driver.
     ``MCH-<joint>.location = (I − r_j) ΔJ_j``.

@@ -1,7 +1,7 @@
 """Reads the parts of an avatar folder that Blender needs (numpy + stdlib, no bpy).
 
 The ``io`` half of the importer (see docs/FORMATS.md, "Avatar folder"): files are parsed and
-checked here into plain arrays; :mod:`addon.importer` builds Blender data from them. Every
+checked here into plain arrays; :mod:`addon.rig.importer` builds Blender data from them. Every
 problem is an :class:`~addon.errors.AvatarError` that names the file, the key and the expected
 versus found shape.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AvatarError, MapsError
+from ..errors import AvatarError, MapsError
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import bpy
 from bpy.props import EnumProperty, StringProperty
 
-from . import ROOT_PACKAGE
-from .worker import python_in_venv
+from ..extension import ROOT_PACKAGE
+from ..jobs.worker import python_in_venv
 
 ENGINE_ENV_FOLDER = "engine-venv"
 WORKER_PYTHON_ENV = "FATE_WORKER_PYTHON"
