@@ -1,6 +1,6 @@
 """Sync Maps: saves painted map images back to their files, never without a backup.
 
-For each map image (custom property ``fate_map``, see :mod:`addon.rig.material`) that was changed:
+For each map image (:func:`addon.rig.bindings.avatar_map_images`) that was changed:
 
 1. the current file is copied to ``<stem>.<YYYYmmdd-HHMMSS>.bak<suffix>`` next to it (e.g.
    ``color.20250101-120000.bak.exr``); if that copy fails nothing is written;
@@ -9,7 +9,8 @@ For each map image (custom property ``fate_map``, see :mod:`addon.rig.material`)
      (a ``Y`` map stays one channel), pixel type and channel order, bit-exactly;
    - colour (sRGB) and 8-bit maps with Blender's own ``Image.save()``, which encodes the
      scene-linear pixels back to the file's colour space;
-3. the render engine is told (``addon.splats.render_engine.tag_maps_changed()``).
+3. the splat runtime is told (:func:`addon.splats.runtime.tag_maps_changed`): viewports
+   re-read the maps and redraw.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from ..files import exr
 from ..errors import MapsError
+from ..files import exr
 from ..rig.material import is_data_colorspace
+from ..splats import runtime as splat_runtime
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SyncReport", "map_images", "backup_path", "image_to_channels", "sync_maps", "notify_render_engine"]
+__all__ = ["SyncReport", "backup_path", "image_to_channels", "sync_maps"]
 
 
 @dataclass
@@ -40,15 +42,6 @@ class SyncReport:
     saved: list[Path] = field(default_factory=list)
     backups: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-
-
-def map_images(obj: bpy.types.Object | None = None) -> list[bpy.types.Image]:
-    """The FATE map images of ``obj`` (an imported head), or of the whole file when None."""
-    if obj is not None:
-        from ..rig.bindings import get_map_images
-
-        return list(get_map_images(obj).values())
-    return [img for img in bpy.data.images if "fate_map" in img]
 
 
 def backup_path(path: Path, stamp: str) -> Path:
@@ -97,14 +90,6 @@ def _write_image(img: bpy.types.Image, path: Path) -> None:
         img.save()
 
 
-def notify_render_engine() -> bool:
-    """Tells the render engine that the maps changed (``render_engine.tag_maps_changed()``)."""
-    from ..splats import render_engine
-
-    render_engine.tag_maps_changed()
-    return True
-
-
 def sync_maps(images: Iterable[bpy.types.Image], *, only_changed: bool = True,
               stamp: str | None = None) -> SyncReport:
     """Backs up and saves painted map images (see the module doc).
@@ -144,5 +129,5 @@ def sync_maps(images: Iterable[bpy.types.Image], *, only_changed: bool = True,
         report.saved.append(path)
         log.info("saved map %s to %s (backup %s)", img.name, path, backup)
     if report.saved:
-        notify_render_engine()
+        splat_runtime.tag_maps_changed()
     return report

@@ -1,6 +1,6 @@
 """The one splat drawer (Blender ``gpu`` module), used by the viewport and by final renders.
 
-It rasterises :class:`.runtime.SplatGaussians` with the same rules as the engine's
+It rasterises :class:`.geometry.SplatGaussians` with the same rules as the engine's
 renderer (``engine/raster``, which mirrors gsplat 1.5 / 3DGS, Kerbl et al. 2023 §4–6), so the
 two agree pixel for pixel up to float rounding:
 
@@ -42,7 +42,9 @@ import gpu
 import numpy as np
 from mathutils import Matrix
 
-from .runtime import DrawCamera, SplatGaussians, linear_to_srgb
+from .cameras import DrawCamera
+from .colour import linear_to_srgb
+from .geometry import SplatGaussians
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +291,7 @@ class SplatDrawer:
         """Uploads new Gaussians (the next draw re-sorts).
 
         Args:
-            g: world-space Gaussians (see :class:`.runtime.SplatGaussians`).
+            g: world-space Gaussians (see :class:`.geometry.SplatGaussians`).
         """
         t0 = time.perf_counter()
         n = len(g)

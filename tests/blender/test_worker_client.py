@@ -17,9 +17,9 @@ import pytest
 
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
 
-from addon.jobs import config as job_config
-from addon.jobs import worker  # noqa: E402
 from addon.errors import SetupError, WorkerError  # noqa: E402
+from addon.jobs import config as job_config  # noqa: E402
+from addon.jobs import worker  # noqa: E402
 from addon.jobs.worker import Job, WorkerClient  # noqa: E402
 from addon_package import registered, submodule  # noqa: E402,F401
 from fake_engine import make_fake_extension  # noqa: E402
