@@ -21,6 +21,7 @@ import bpy
 
 from . import worker
 from ..errors import WorkerError
+from .preview import load_preview_image
 from .worker import Job, WorkerClient
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,6 @@ def apply_event(scene: bpy.types.Scene, job: Job, event: dict) -> str | None:
         path = event.get("path")
         if path:
             try:
-                from ..rig.material import load_preview_image
-
                 load_preview_image(path)
             except (RuntimeError, OSError) as exc:
                 log.warning("cannot load preview %s: %s", path, exc)
