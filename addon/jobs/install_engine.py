@@ -13,13 +13,16 @@ without running it (used by the tests).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
+
+if __package__:
+    from . import events
+else:  # run as a script (python .../addon/jobs/install_engine.py): its folder is sys.path[0]
+    import events
 
 PACKAGES = ["gsplat", "smplx", "numpy", "scipy", "safetensors", "imageio", "OpenEXR", "tqdm"]
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -30,7 +33,8 @@ _current: list[subprocess.Popen] = []
 
 
 def emit(type_: str, **fields) -> None:
-    print(json.dumps({"type": type_, "job": "install", "time": round(time.time(), 3), **fields}), flush=True)
+    """One protocol event of the ``install`` job on stdout (:func:`.events.emit`)."""
+    events.emit(type_, "install", **fields)
 
 
 def venv_python(target: str) -> str:

@@ -41,14 +41,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WorkerError
+from .events import EVENT_TYPES, TERMINAL_EVENTS
 
 log = logging.getLogger(__name__)
 
 __all__ = ["EVENT_TYPES", "TERMINAL_EVENTS", "Job", "WorkerClient", "WorkerInfo", "stop_all",
            "live_jobs", "explain_failure", "check_python_path", "ENGINE_PACKAGES"]
 
-EVENT_TYPES = ("progress", "preview", "log", "done", "error", "cancelled")
-TERMINAL_EVENTS = ("done", "error", "cancelled")
 EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 130
 
 #: What the engine needs in the worker's interpreter (pip names), for error messages and the
