@@ -6,7 +6,7 @@
    export format (``blender/head.npz`` with no learnt deltas), a detailed albedo texture over its
    UV layout (:func:`demo_albedo`) and a talking sequence (expressions, jaw, blinks, head turns
    up to ±30° yaw / ±15° pitch as an orbiting camera, as INSTA has it) in ``tracking.npz``;
-2. ``cycles``   — Blender (``python -m addon.demo_blender cycles``) builds the rigged, textured head
+2. ``cycles``   — Blender (``python -m addon.demo cycles``) builds the rigged, textured head
    with the add-on's own rig builder, keys the sequence and renders every frame with **Cycles**
    on the CPU (transparent film, soft light, Standard view transform);
 3. ``dataset``  — the renders and the exact parameters in the INSTA layout (last fifth = test);
@@ -15,7 +15,7 @@
 6. ``eval``     — PSNR/SSIM of the trained and the baked avatar on the test frames;
 7. ``extension``— ``build.py`` builds the Blender extension and installs it into a private
    Blender user folder;
-8. ``blender``  — Blender (``python -m addon.demo_blender final``) enables the extension, runs
+8. ``blender``  — Blender (``python -m addon.demo final``) enables the extension, runs
    Import Avatar, renders the test frames with the "FATE Splats" engine, stamps a logo into the
    colour map (as an artist would in Texture Paint), runs Sync Maps, renders the test frames again
    and a 360° turntable, and saves ``demo.blend``;
@@ -697,7 +697,7 @@ def run_demo(cfg: DemoConfig, sink=None, cancel=None) -> dict:
     cycles_cfg = {"subject": str(subject), "out": str(work / "cycles"), "samples": cfg.samples,
                   "seed": cfg.seed}
     write_json(work / "cycles.json", cycles_cfg)
-    cyc = run_stage_process([py, "-m", "addon.demo_blender", "cycles", "--config", str(work / "cycles.json")],
+    cyc = run_stage_process([py, "-m", "addon.demo", "cycles", "--config", str(work / "cycles.json")],
                             "cycles", logs / "cycles.log", sink, cancel)
     st.end()
 
@@ -746,7 +746,7 @@ def run_demo(cfg: DemoConfig, sink=None, cancel=None) -> dict:
                  "blend": str(out / "demo.blend"), "logo_uv_box": info["logo_uv_box"], "test_frames": test_idx,
                  "turntable_frames": cfg.turntable_frames}
     write_json(work / "final.json", final_cfg)
-    fin = run_stage_process([py, "-m", "addon.demo_blender", "final", "--config", str(work / "final.json")],
+    fin = run_stage_process([py, "-m", "addon.demo", "final", "--config", str(work / "final.json")],
                             "blender", logs / "blender.log", sink, cancel, env={"BLENDER_USER_RESOURCES": str(user)})
     st.end()
 

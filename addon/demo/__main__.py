@@ -2,8 +2,8 @@
 
 Run by the engine as subprocesses, each with a JSON config::
 
-    python -m addon.demo_blender cycles --config cycles.json
-    python -m addon.demo_blender final  --config final.json
+    python -m addon.demo cycles --config cycles.json
+    python -m addon.demo final  --config final.json
 
 Imports bpy, numpy and this add-on's modules only (never torch or the ``engine`` package).
 Progress goes to stdout as ``FATE_PROGRESS {"stage": ..., "step": i, "total": n}`` lines; the
@@ -134,7 +134,7 @@ def stage_cycles(cfg: dict) -> dict:
     Config keys: subject (folder), out (folder for NNNNN.png), samples, threads (0 = all),
     world_strength, sun_strength, sun_angle_deg, denoise (bool), seed.
     """
-    from .rig.importer import import_avatar
+    from ..rig.importer import import_avatar
 
     t0 = time.time()
     scene = _clear_scene()
@@ -413,7 +413,7 @@ STAGES = {"cycles": stage_cycles, "final": stage_final}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m addon.demo_blender", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m addon.demo", description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=sorted(STAGES))
     parser.add_argument("--config", required=True, type=Path, help="stage config JSON")
     args = parser.parse_args(argv)
