@@ -23,8 +23,8 @@
    agree to >= 35 dB), writes ``metrics.json``, ``contact_sheet.png`` and ``turntable.mp4``.
 
 The Blender stages run in their own interpreter (``bpy`` and ``torch`` never share a process);
-they report progress as ``FATE_PROGRESS {json}`` lines on stdout and the rest of their output goes
-to ``<out>/logs/<stage>.log``.
+they speak the worker protocol on stdout (``progress`` events, then ``done`` with the result) and
+the rest of their output goes to ``<out>/logs/<stage>.log``.
 """
 
 from __future__ import annotations
@@ -50,9 +50,6 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 """Repository root (holds ``addon/`` and ``build.py``)."""
-
-PROGRESS_PREFIX = "FATE_PROGRESS "
-"""Prefix of the progress lines the Blender stages print on stdout (then one JSON object)."""
 
 EXTENSION_ID = "fate_avatar"
 """Extension id of blender_manifest.toml."""
@@ -392,15 +389,26 @@ def _python(cfg: DemoConfig) -> str:
     return cfg.blender_python or sys.executable
 
 
+def _event(line: str) -> dict | None:
+    """A worker-protocol event line (docs/PROTOCOL.md) as a dict, else None."""
+    if not line.startswith("{"):
+        return None
+    try:
+        ev = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return ev if isinstance(ev, dict) and isinstance(ev.get("type"), str) else None
+
+
 def run_stage_process(cmd: list[str], stage: str, log_path: Path, sink=None, cancel=None,
                       env: dict | None = None, timeout_s: float | None = None) -> dict:
-    """Runs a Blender-side (or build) command, forwarding its ``FATE_PROGRESS`` lines to ``sink``.
+    """Runs a Blender-side (or build) command, forwarding its ``progress`` events to ``sink``.
 
     Every other output line goes to ``log_path``. The child is terminated when ``cancel`` is
     requested (then :class:`CancelledError`).
 
     Returns:
-        the JSON of the child's ``FATE_RESULT`` line ({} when it printed none).
+        the child's ``done`` event without type/job/time ({} when it sent none).
     Raises:
         DemoError: non-zero exit (the message names the log and quotes its tail).
     """
@@ -432,19 +440,13 @@ def run_stage_process(cmd: list[str], stage: str, log_path: Path, sink=None, can
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
-                if line.startswith(PROGRESS_PREFIX):
-                    try:
-                        ev = json.loads(line[len(PROGRESS_PREFIX):])
-                    except json.JSONDecodeError:
-                        ev = None
-                    if ev and sink is not None:
+                ev = _event(line)
+                if ev is not None and ev["type"] == "progress":
+                    if sink is not None:
                         sink.progress(ev.get("stage", stage), int(ev["step"]), int(ev["total"]))
                     continue
-                if line.startswith("FATE_RESULT "):
-                    try:
-                        result = json.loads(line[len("FATE_RESULT "):])
-                    except json.JSONDecodeError:
-                        pass
+                if ev is not None and ev["type"] == "done":
+                    result = {k: v for k, v in ev.items() if k not in ("type", "job", "time")}
                 logf.write(line)
             rc = proc.wait()
         finally:

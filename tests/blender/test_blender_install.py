@@ -72,6 +72,8 @@ def test_zip_contents(built_zip):
     for banned_prefix in ("tests/", "docs/", ".ci/", "dist/", "build.py", "pyproject.toml", ".git"):
         assert not any(n.startswith(banned_prefix) for n in names), banned_prefix
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    # the developers' main job is not an artist feature (blender_manifest.toml excludes it)
+    assert not any(n.startswith(("addon/demo/", "engine/demo/", "engine/bench/")) for n in names)
 
 
 def test_install_enable_register(built_zip, tmp_path):

@@ -98,7 +98,8 @@ def test_blender_head_npz_has_the_export_keys(head, tmp_path):
 
 
 def test_stage_failure_names_the_log(tmp_path):
-    code = ("import sys; print('FATE_PROGRESS {\"stage\": \"x\", \"step\": 1, \"total\": 2}'); "
+    code = ("import sys; print('{\"type\": \"progress\", \"job\": \"demo-blender\", \"time\": 0, "
+            "\"stage\": \"x\", \"step\": 1, \"total\": 2}'); "
             "print('boom'); sys.exit(3)")
     seen = []
 
@@ -113,7 +114,7 @@ def test_stage_failure_names_the_log(tmp_path):
 
 
 def test_stage_result_line(tmp_path):
-    code = "print('noise'); print('FATE_RESULT {\"a\": 1}')"
+    code = "print('noise'); print('{\"type\": \"done\", \"job\": \"demo-blender\", \"time\": 0, \"a\": 1}')"
     assert demo.run_stage_process([sys.executable, "-c", code], "y", tmp_path / "y.log") == {"a": 1}
 
 
