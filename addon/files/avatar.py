@@ -66,14 +66,17 @@ class HeadData:
 
     @property
     def num_vertices(self) -> int:
+        """V, the number of vertices."""
         return int(self.v_template.shape[0])
 
     @property
     def num_expressions(self) -> int:
+        """E, the number of expression coefficients (shape keys ``Exp*``)."""
         return int(self.exprdirs.shape[2])
 
     @property
     def num_joints(self) -> int:
+        """J, the number of joints (root first)."""
         return int(self.J_regressor.shape[0])
 
     def rest_joints(self) -> np.ndarray:
@@ -124,6 +127,7 @@ class Tracking:
 
     @property
     def num_frames(self) -> int:
+        """T, the number of tracked frames."""
         return int(self.expr.shape[0])
 
 

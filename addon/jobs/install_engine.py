@@ -38,6 +38,7 @@ def emit(type_: str, **fields) -> None:
 
 
 def venv_python(target: str) -> str:
+    """The interpreter of the virtual environment at ``target`` (``Scripts\\python.exe`` on Windows)."""
     if sys.platform == "win32":
         return os.path.join(target, "Scripts", "python.exe")
     return os.path.join(target, "bin", "python")
@@ -76,6 +77,11 @@ def _request_cancel(*_args) -> None:
 
 
 def run_step(cmd: list[str]) -> int:
+    """Runs one step; pip's output goes to stderr (the job log), its key lines as ``log`` events.
+
+    Returns:
+        the step's exit code.
+    """
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     _current.append(proc)
     try:
@@ -92,6 +98,7 @@ def run_step(cmd: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the install plan as a worker job; exit code 0 (done), 1 (error) or 130 (cancelled)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True, help="virtual environment folder to create")
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])

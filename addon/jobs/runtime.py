@@ -247,12 +247,14 @@ def _at_exit() -> None:
 
 
 def register() -> None:
+    """Adds the ``load_pre`` handler and the ``atexit`` hook that stop workers."""
     if _on_load_pre not in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.append(_on_load_pre)
     atexit.register(_at_exit)
 
 
 def unregister() -> None:
+    """Stops the active job and every worker, removes the timer, handler and hook."""
     global _active
     stop_all()
     _active = None

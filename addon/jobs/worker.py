@@ -409,6 +409,7 @@ class Job:
 
     @property
     def elapsed_s(self) -> float:
+        """Seconds since the job started."""
         return time.time() - self.started
 
 
@@ -433,6 +434,7 @@ class WorkerInfo(dict):
     """The JSON that ``python -m engine check`` prints (torch version, device, rasteriser...)."""
 
     def summary(self) -> str:
+        """One line for the preferences: torch version, device, rasteriser."""
         torch_v = self.get("torch") or self.get("torch_version") or "?"
         device = self.get("device") or "?"
         name = self.get("device_name") or self.get("gpu") or ""
@@ -466,6 +468,7 @@ class WorkerClient:
         return env
 
     def command(self, verb: str, *args: str) -> list[str]:
+        """``python -m engine <verb> <args>`` with the worker interpreter."""
         return [self.python, "-m", "engine", verb, *args]
 
     def start(self, verb: str, config: dict, job_dir: Path, *, stamp: str | None = None) -> Job:

@@ -65,12 +65,14 @@ CLASSES = (FATE_PG_scene,)
 
 
 def register() -> None:
+    """Registers ``FATE_PG_scene`` and ``Scene.fate``."""
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     bpy.types.Scene.fate = PointerProperty(type=FATE_PG_scene)
 
 
 def unregister() -> None:
+    """Deletes ``Scene.fate`` and unregisters its class."""
     if hasattr(bpy.types.Scene, "fate"):
         del bpy.types.Scene.fate
     for cls in reversed(CLASSES):
