@@ -206,7 +206,7 @@ def build_splat_scene(n_grid: int = 6, per_face: int = 10, seed: int = 0,
 def splat_scene(monkeypatch):
     """A fresh test avatar scene; the splat runtime reads its bindings from the fixture.
 
-    The bindings are served by patching ``addon.splat_runtime.get_bindings_for`` (the add-on's
+    The bindings are served by patching ``addon.splats.runtime.get_bindings_for`` (the add-on's
     own storage is exercised separately), and the runtime caches are cleared before and after.
     """
     if bpy is None:
