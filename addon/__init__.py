@@ -1,78 +1,68 @@
-"""Blender-side runtime of FATE for Blender: preferences, properties, worker client, avatar import,
-maps ↔ images, and (written separately) the splat runtime and RenderEngine.
+"""Blender-side runtime of FATE for Blender, one subpackage per concept (docs/ARCHITECTURE.md,
+"Blender side"):
+
+- :mod:`.files`: the avatar folder's files (numpy + stdlib, no bpy);
+- :mod:`.rig`: the imported avatar as Blender data (rig maths, keyframes, markers, map images,
+  Import Avatar);
+- :mod:`.splats`: splat runtime, GPU drawer and the "FATE Splats" render engine;
+- :mod:`.maps`: Sync Maps;
+- :mod:`.jobs`: the worker client, job configs, the active job;
+- :mod:`.ui`: preferences and scene properties;
+- :mod:`.demo`: the Blender half of the developers' main job (not shipped in the extension).
 
 Imports only bpy, numpy and the standard library — never torch or the ``engine`` package, which
-runs in its own interpreter (:mod:`addon.worker`). This module itself imports no bpy at import
-time so the bpy-free parts (:mod:`addon.worker`, :mod:`addon.job_config`, :mod:`addon.flame_math`)
-can be tested without Blender.
+runs in its own interpreter (:mod:`addon.jobs.worker`). This module imports no bpy at import time,
+so the bpy-free parts (:mod:`addon.files`, :mod:`addon.jobs.worker`, :mod:`addon.jobs.config`,
+:mod:`addon.rig.flame_math`) can be tested without Blender.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from pathlib import Path
+
+from .extension import EXTENSION_DIR, ROOT_PACKAGE
 
 log = logging.getLogger(__name__)
 
-ROOT_PACKAGE: str = __package__.rpartition(".")[0] or __package__
-"""The add-on's package name (``bl_ext.<repo>.fate_avatar`` once installed): the preferences'
-``bl_idname``."""
-
-EXTENSION_DIR: Path = Path(__file__).resolve().parent.parent
-"""The extension's folder: holds ``engine/``; the worker runs with it on PYTHONPATH."""
+__all__ = ["EXTENSION_DIR", "ROOT_PACKAGE", "RENDER_ENGINE_STATUS", "register", "unregister"]
 
 RENDER_ENGINE_STATUS: str = "not loaded"
-"""What happened to the optional ``addon.render_engine`` module at register."""
-
-_render_engine = None
-
-
-def _load_render_engine():
-    """Imports ``addon.render_engine`` if it exists (written independently); None otherwise."""
-    global RENDER_ENGINE_STATUS
-    try:
-        module = importlib.import_module(f"{__name__}.render_engine")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.render_engine":
-            raise
-        RENDER_ENGINE_STATUS = "missing (addon/render_engine.py not present)"
-        log.info("FATE: %s; the add-on works without rendering", RENDER_ENGINE_STATUS)
-        return None
-    return module
+"""What happened to the render engine at register: "registered", or "failed: ..."."""
 
 
 def register() -> None:
-    """Registers preferences and properties, the job handlers and the render engine (if present)."""
-    global _render_engine, RENDER_ENGINE_STATUS
-    from . import jobs, preferences, properties
+    """Registers properties and preferences, the job handlers and the render engine."""
+    global RENDER_ENGINE_STATUS
+    from .jobs import runtime as job_runtime
+    from .ui import preferences, properties
 
     properties.register()
     preferences.register()
-    jobs.register()
+    job_runtime.register()
     try:
-        _render_engine = _load_render_engine()
-        if _render_engine is not None:
-            _render_engine.register()
-            RENDER_ENGINE_STATUS = "registered"
+        from .splats import render_engine
+
+        render_engine.register()
+        RENDER_ENGINE_STATUS = "registered"
     except Exception as exc:  # noqa: BLE001 - a broken renderer must not take the add-on down
-        _render_engine = None
         RENDER_ENGINE_STATUS = f"failed: {type(exc).__name__}: {exc}"
         log.exception("FATE: render engine not registered")
 
 
 def unregister() -> None:
     """Stops any running worker, removes handlers and timers, unregisters in reverse order."""
-    global _render_engine, RENDER_ENGINE_STATUS
-    from . import jobs, preferences, properties
+    global RENDER_ENGINE_STATUS
+    from .jobs import runtime as job_runtime
+    from .ui import preferences, properties
 
-    if _render_engine is not None:
+    if RENDER_ENGINE_STATUS == "registered":
+        from .splats import render_engine
+
         try:
-            _render_engine.unregister()
+            render_engine.unregister()
         except Exception:  # noqa: BLE001
             log.exception("FATE: render engine unregister failed")
-        _render_engine = None
-        RENDER_ENGINE_STATUS = "not loaded"
-    jobs.unregister()
+    RENDER_ENGINE_STATUS = "not loaded"
+    job_runtime.unregister()
     preferences.unregister()
     properties.unregister()

@@ -23,3 +23,11 @@ class WorkerError(FateAddonError):
 
 class SetupError(FateAddonError):
     """Preferences are incomplete or wrong (FLAME folder, worker Python, dataset folder)."""
+
+
+class SplatError(FateAddonError):
+    """A head object's bindings, maps or mesh cannot be turned into Gaussians, or a camera
+    cannot be drawn by the splat engine.
+
+    The message names the object / image / property and says what was expected and found.
+    """

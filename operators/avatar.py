@@ -35,7 +35,7 @@ class FATE_OT_import_avatar(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def execute(self, context):
-        from ..addon.importer import import_avatar
+        from ..addon.rig.importer import import_avatar
 
         folder = self.directory or getattr(context.scene, "fate", None) and context.scene.fate.avatar_dir
         if not folder:
@@ -73,17 +73,17 @@ class FATE_OT_sync_maps(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        from ..addon.maps_sync import map_images
+        from ..addon.rig.bindings import all_map_images
 
-        return bool(map_images())
+        return bool(all_map_images())
 
     def execute(self, context):
-        from ..addon.bindings import find_head_object
-        from ..addon.maps_sync import map_images, sync_maps
+        from ..addon.maps.sync import sync_maps
+        from ..addon.rig.bindings import all_map_images, avatar_map_images, find_head_object
 
         head = find_head_object(context.active_object)
-        images = map_images(head) if head is not None else map_images()
         try:
+            images = list(avatar_map_images(head).values()) if head is not None else all_map_images()
             report = sync_maps(images, only_changed=not self.all_maps)
         except FateAddonError as err:
             self.report({"ERROR"}, str(err))

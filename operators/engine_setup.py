@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
 
 import bpy
 
-from ..addon import EXTENSION_DIR, preferences
-from ..addon import jobs as job_runtime
 from ..addon.errors import FateAddonError
-from ..addon.worker import Job, WorkerClient
+from ..addon.extension import EXTENSION_DIR
+from ..addon.jobs import runtime as job_runtime
+from ..addon.jobs.worker import Job, WorkerClient
+from ..addon.ui import preferences
 
 
 class FATE_OT_check_worker(bpy.types.Operator):
@@ -62,7 +62,7 @@ class FATE_OT_install_engine(bpy.types.Operator):
                                    "Network > Allow Online Access, or set an existing Worker Python instead")
             return {"CANCELLED"}
         target = preferences.engine_env_dir(create=True)
-        script = Path(__file__).resolve().parent.parent / "addon" / "install_engine.py"
+        script = EXTENSION_DIR / "addon" / "jobs" / "install_engine.py"
         log_path = target.parent / f"install-{time.strftime('%Y%m%d-%H%M%S')}.log"
         argv = [sys.executable, str(script), "--target", str(target), "--device", preferences.device(context)]
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}

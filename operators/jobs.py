@@ -7,10 +7,12 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty
 
-from ..addon import EXTENSION_DIR, job_config, preferences
-from ..addon import jobs as job_runtime
 from ..addon.errors import FateAddonError
-from ..addon.worker import WorkerClient
+from ..addon.extension import EXTENSION_DIR
+from ..addon.jobs import config as job_config
+from ..addon.jobs import runtime as job_runtime
+from ..addon.jobs.worker import WorkerClient
+from ..addon.ui import preferences
 
 
 def _client(context) -> WorkerClient:

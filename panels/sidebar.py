@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import bpy
 
-from ..addon import jobs as job_runtime
-from ..addon import preferences
-from ..addon.bindings import find_head_object
+from ..addon.jobs import runtime as job_runtime
+from ..addon.rig.bindings import find_head_object
+from ..addon.ui import preferences
 
 
 class _FateSidebar:

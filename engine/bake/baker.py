@@ -53,7 +53,7 @@ from engine.jobs.config import to_dict
 from engine.maps import gaussian_uvs, sample_maps, write_maps
 from engine.model.gaussians import place_gaussians
 from engine.raster import rasterize
-from engine.train import losses
+from engine.train.losses import make_perceptual_loss
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class Baker:
         else:
             self._init_output_bias()
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
-        self.perceptual, self.perceptual_name = losses.make_perceptual_loss(
+        self.perceptual, self.perceptual_name = make_perceptual_loss(
             Path(cfg.vgg_weights) if cfg.vgg_weights else None)
         self.step = 0
         self.schedule = FrameSchedule(self.train_idx, cfg.seed)

@@ -48,9 +48,9 @@ class BakeConfig:
     """VGG16 weights for the perceptual term (optional)"""
     lambda_perceptual: float = 0.1
     """VGG weight when vgg_weights is given"""
-    device: str = "auto"
+    device: Literal["auto", "cuda", "cpu"] = "auto"
     """auto, cuda or cpu"""
-    rasterizer: str = "auto"
+    rasterizer: Literal["auto", "torch", "gsplat"] = "auto"
     """auto, torch or gsplat"""
     threads: int = 0
     """CPU threads for torch (0 = torch's default)"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass
@@ -25,7 +26,7 @@ class BenchConfig:
     """map resolution for the bake suite"""
     bake_channels: int = 16
     """BakeNet base width for the bake suite (FATE: 64)"""
-    device: str = "auto"
+    device: Literal["auto", "cuda", "cpu"] = "auto"
     """auto, cuda or cpu"""
     workdir: str = ""
     """where datasets/avatars are written (default: a temp folder)"""

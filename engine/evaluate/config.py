@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass
@@ -13,13 +14,13 @@ class RenderConfig:
     """avatar folder"""
     out: str = ""
     """folder for the rendered PNGs (default: <avatar>/renders/<split>)"""
-    split: str = "test"
+    split: Literal["train", "test", "all"] = "test"
     """"train", "test" or "all" frames of the avatar's own tracking"""
     driver: str = ""
     """another tracked dataset whose FLAME expression/pose (and cameras) drive the avatar: cross-reenactment"""
     from_maps: bool = False
     """re-splat the Gaussians from the baked (possibly edited) maps in <avatar>/maps"""
-    device: str = "auto"
+    device: Literal["auto", "cuda", "cpu"] = "auto"
     """auto, cuda or cpu"""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """background colour"""
@@ -33,7 +34,7 @@ class EvalConfig:
     """avatar folder"""
     dataset: str = ""
     """dataset with the ground truth (default: the one the avatar was trained on)"""
-    split: str = "test"
+    split: Literal["train", "test", "all"] = "test"
     """which frames"""
     from_maps: bool = False
     """evaluate the baked avatar (maps) instead of the trained Gaussians"""
@@ -41,7 +42,7 @@ class EvalConfig:
     """VGG16 weights for LPIPS (torchvision state_dict); empty = no LPIPS"""
     lpips_lin: str = ""
     """LPIPS linear-layer weights (lpips package's vgg.pth); empty = no LPIPS"""
-    device: str = "auto"
+    device: Literal["auto", "cuda", "cpu"] = "auto"
     """auto, cuda or cpu"""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """background colour (also used to composite the ground truth)"""

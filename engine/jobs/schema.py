@@ -79,7 +79,7 @@ def config_fields(cls: type) -> dict[str, dict]:
             default = f.default_factory()  # type: ignore[misc]
         else:
             default = None
-        out[f.name] = field_schema(hints[f.name], default, docs.get(f.name, ""))
+        out[f.name] = field_schema(hints[f.name], default, " ".join(docs.get(f.name, "").split()))
     return out
 
 

@@ -29,7 +29,7 @@ def load_root_package():
 
 
 def submodule(name: str):
-    """``fate_avatar_dev.<name>``, e.g. ``submodule("addon.jobs")``."""
+    """``fate_avatar_dev.<name>``, e.g. ``submodule("addon.jobs.runtime")``."""
     load_root_package()
     return importlib.import_module(f"{PACKAGE}.{name}")
 

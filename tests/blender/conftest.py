@@ -206,12 +206,12 @@ def build_splat_scene(n_grid: int = 6, per_face: int = 10, seed: int = 0,
 def splat_scene(monkeypatch):
     """A fresh test avatar scene; the splat runtime reads its bindings from the fixture.
 
-    The bindings are served by patching ``addon.splat_runtime.get_bindings_for`` (the add-on's
+    The bindings are served by patching ``addon.splats.runtime.get_bindings_for`` (the add-on's
     own storage is exercised separately), and the runtime caches are cleared before and after.
     """
     if bpy is None:
         pytest.skip(_NO_BPY)
-    from addon import splat_runtime
+    from addon.splats import runtime as splat_runtime
 
     s = build_splat_scene()
     table = {s.head.name: (s.face_idx, s.bary, s.uv)}
@@ -230,7 +230,7 @@ def splat_engine():
     """The FATE Splats render engine registered for the test (unregistered afterwards)."""
     if bpy is None:
         pytest.skip(_NO_BPY)
-    from addon import render_engine
+    from addon.splats import render_engine
 
     render_engine.register()
     yield render_engine

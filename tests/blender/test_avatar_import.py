@@ -11,10 +11,11 @@ import pytest
 
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
 
-from addon import avatar_files, flame_math  # noqa: E402
-from addon.bindings import find_head_object, get_avatar_dir, get_bindings, get_map_images  # noqa: E402
 from addon.errors import AvatarError  # noqa: E402
-from addon.importer import import_avatar  # noqa: E402
+from addon.files import avatar as avatar_files  # noqa: E402
+from addon.rig import flame_math  # noqa: E402
+from addon.rig.bindings import avatar_map_images, find_head_object, get_avatar_dir, get_bindings  # noqa: E402
+from addon.rig.importer import import_avatar  # noqa: E402
 from synthetic_avatar import JOINT_NAMES, MAP_LAYOUT, write_avatar  # noqa: E402
 
 N_EXPR, N_FRAMES = 20, 5
@@ -162,7 +163,7 @@ def test_tracked_keyframes_and_camera(imported):
 def test_maps_material_bindings(imported, avatar_dir):
     result, arrays = imported
     folder, _ = avatar_dir
-    images = get_map_images(result.head)
+    images = avatar_map_images(result.head)
     assert set(images) == set(MAP_LAYOUT)
     for name, img in images.items():
         assert bpy.path.abspath(img.filepath) == str((folder / "maps" / f"{name}.exr").resolve())

@@ -66,12 +66,14 @@ def test_zip_contents(built_zip):
     m = build.manifest()
     assert built_zip.name == f"{m['id']}-{m['version']}.zip" == "fate_avatar-0.1.0.zip"
     names = set(zipfile.ZipFile(built_zip).namelist())
-    for required in ("blender_manifest.toml", "__init__.py", "addon/__init__.py", "addon/importer.py",
-                     "addon/worker.py", "operators/__init__.py", "panels/sidebar.py", "engine/__main__.py"):
+    for required in ("blender_manifest.toml", "__init__.py", "addon/__init__.py", "addon/rig/importer.py",
+                     "addon/jobs/worker.py", "operators/__init__.py", "panels/sidebar.py", "engine/__main__.py"):
         assert required in names, required
     for banned_prefix in ("tests/", "docs/", ".ci/", "dist/", "build.py", "pyproject.toml", ".git"):
         assert not any(n.startswith(banned_prefix) for n in names), banned_prefix
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    # the developers' main job is not an artist feature (blender_manifest.toml excludes it)
+    assert not any(n.startswith(("addon/demo/", "engine/demo/", "engine/bench/")) for n in names)
 
 
 def test_install_enable_register(built_zip, tmp_path):

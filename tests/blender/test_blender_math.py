@@ -1,4 +1,4 @@
-"""addon.flame_math: rotations, driver expressions (evaluated as Python) and camera conversions."""
+"""addon.rig.flame_math: rotations, driver expressions (evaluated as Python) and camera conversions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from addon import flame_math as fm
+from addon.rig import flame_math as fm
 from synthetic_avatar import rodrigues
 
 

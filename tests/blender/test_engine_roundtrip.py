@@ -19,10 +19,10 @@ import pytest
 
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
 
-from addon import job_config  # noqa: E402
-from addon.bindings import get_bindings  # noqa: E402
-from addon.importer import import_avatar  # noqa: E402
-from addon.worker import WorkerClient  # noqa: E402
+from addon.jobs import config as job_config  # noqa: E402
+from addon.jobs.worker import WorkerClient  # noqa: E402
+from addon.rig.bindings import get_bindings  # noqa: E402
+from addon.rig.importer import import_avatar  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TOL_M = 1e-4  # acceptance 0.1 mm; observed ~1.5e-7 m (float32)
@@ -35,7 +35,7 @@ pytestmark = [
 
 _REFERENCE = r"""
 import sys, numpy as np, torch
-from engine.avatar_io import load_avatar
+from engine.avatar_folder import load_avatar
 av_dir, out = sys.argv[1], sys.argv[2]
 la = load_avatar(av_dir)
 av, bs = la.avatar, la.avatar.blendshapes

@@ -10,9 +10,10 @@ import pytest
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
 OpenEXR = pytest.importorskip("OpenEXR", reason="OpenEXR (python) is needed to read the files back")
 
-from addon import maps_sync  # noqa: E402
 from addon.errors import MapsError  # noqa: E402
-from addon.importer import import_avatar  # noqa: E402
+from addon.maps import sync as maps_sync  # noqa: E402
+from addon.rig.bindings import avatar_map_images  # noqa: E402
+from addon.rig.importer import import_avatar  # noqa: E402
 from addon_package import registered, submodule  # noqa: E402,F401
 from synthetic_avatar import write_avatar  # noqa: E402
 
@@ -53,15 +54,15 @@ def test_sync_keeps_layout_and_backs_up(avatar, monkeypatch):
     maps_dir = folder / "maps"
     before = {p.name: p.read_bytes() for p in maps_dir.glob("*.exr")}
     calls = []
-    from addon import render_engine  # written separately; the hook is optional
+    from addon.splats import runtime
 
-    monkeypatch.setattr(render_engine, "tag_maps_changed", lambda *a, **k: calls.append(1), raising=False)
+    monkeypatch.setattr(runtime, "tag_maps_changed", lambda *a, **k: calls.append(1))
 
     opacity = paint(result.images["opacity"], lambda p: np.concatenate([p[..., :3] * 0.5 + 0.25, p[..., 3:]], -1))
     color = paint(result.images["color"], lambda p: np.concatenate([p[..., :3] ** 1.1, p[..., 3:]], -1))
     assert result.images["opacity"].is_dirty and not result.images["scale"].is_dirty
 
-    report = maps_sync.sync_maps(maps_sync.map_images(result.head), stamp=STAMP)
+    report = maps_sync.sync_maps(avatar_map_images(result.head).values(), stamp=STAMP)
     assert sorted(p.name for p in report.saved) == ["color.exr", "opacity.exr"]
     assert sorted(report.skipped) == sorted(f"subject_{m}" for m in ("scale", "rotation", "offset"))
     for name in ("color", "opacity"):
@@ -77,7 +78,7 @@ def test_sync_keeps_layout_and_backs_up(avatar, monkeypatch):
     np.testing.assert_array_equal(chans["Y"], opacity[::-1, :, 0])
     assert header.get("fateChannelOrder") == "Y"
     # The engine's reader sees the layout it wrote (1 channel named Y).
-    image_io = pytest.importorskip("engine.image_io")
+    image_io = pytest.importorskip("engine.io.images")
     arr, names = image_io.read_exr(maps_dir / "opacity.exr")
     assert names == ["Y"] and arr.shape[-1] == 1
 
@@ -88,7 +89,7 @@ def test_sync_keeps_layout_and_backs_up(avatar, monkeypatch):
     np.testing.assert_allclose(rgb, srgb_encode(color[::-1, :, :3]), atol=1e-4)
 
     # Images are clean after the sync; a second sync writes nothing and makes no backups.
-    again = maps_sync.sync_maps(maps_sync.map_images(result.head), stamp="20250102-030406")
+    again = maps_sync.sync_maps(avatar_map_images(result.head).values(), stamp="20250102-030406")
     assert again.saved == [] and again.backups == []
 
 
@@ -132,4 +133,4 @@ def test_import_and_sync_operators(registered, tmp_path):
     assert list((folder / "maps").glob("scale.*.bak.exr"))
     with pytest.raises(RuntimeError, match="avatar folder not found"):
         bpy.ops.fate.import_avatar(directory=str(tmp_path / "missing"))
-    assert submodule("addon.bindings").find_head_object(head) == head
+    assert submodule("addon.rig.bindings").find_head_object(head) == head

@@ -55,7 +55,7 @@ def test_sidebar_draws(registered, state):
             assert [o for o in ops if o.startswith("fate.")][:4] == ["fate.train_start", "fate.bake_start", "fate.import_avatar", "fate.sync_maps"]
         if cls is sidebar.FATE_PT_job and state != "IDLE":
             assert "fate.job_cancel" in ops and "fate.job_log_open" in ops
-    prefs_cls = submodule("addon.preferences").FATE_AddonPreferences
+    prefs_cls = submodule("addon.ui.preferences").FATE_AddonPreferences
     fake_prefs = type("P", (), {"flame_dir": "", "python_path": "", "device": "AUTO", "worker_status": "ok",
                                 "layout": FakeLayout()})()
     prefs_cls.draw(fake_prefs, bpy.context)

@@ -21,8 +21,10 @@ import pytest
 
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
 
-from addon import render_engine, splat_drawer  # noqa: E402
-from addon import splat_runtime as sr  # noqa: E402
+from addon.splats import cameras as splat_cameras  # noqa: E402
+from addon.splats import colour, geometry, render_engine  # noqa: E402
+from addon.splats import drawer as splat_drawer  # noqa: E402
+from addon.splats import runtime as sr  # noqa: E402
 
 
 def _set_pixels(img, data: np.ndarray) -> None:
@@ -113,7 +115,7 @@ def test_parity_with_engine_rasterizer(splat_scene, splat_engine, tmp_path):
     pytest.importorskip("torch", reason="torch is not installed (the engine renderer needs it)")
     try:
         import torch
-        from engine.cameras import Camera, opengl_c2w_to_opencv_w2c
+        from engine.geometry.cameras import Camera, opengl_c2w_to_opencv_w2c
         from engine.raster import rasterize
     except ImportError as exc:
         pytest.skip(f"engine.raster is not importable yet: {exc}")
@@ -122,18 +124,18 @@ def test_parity_with_engine_rasterizer(splat_scene, splat_engine, tmp_path):
     scene.render.engine = "FATE_SPLAT"
     scene.frame_set(2)  # mid shape-key animation
     img = _render_exr(tmp_path / "drawer.exr")
-    ours = np.clip(sr.linear_to_srgb(img[..., :3]), 0.0, 1.0)  # back to the encoded space
+    ours = np.clip(colour.linear_to_srgb(img[..., :3]), 0.0, 1.0)  # back to the encoded space
     np.testing.assert_allclose(img[..., 3], 1.0)  # opaque film
 
     # Engine side: same Gaussians (numpy runtime), camera converted by the engine's own code.
     dg = bpy.context.evaluated_depsgraph_get()
     g = sr.scene_gaussians(dg)
-    W, H = sr.render_size(scene.render)
+    W, H = splat_cameras.render_size(scene.render)
     cam = splat_scene.camera
     f = cam.data.lens / cam.data.sensor_width * W  # sensor fit HORIZONTAL
     K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]], np.float32)
     viewmat = opengl_c2w_to_opencv_w2c(np.array(cam.matrix_world)).astype(np.float32)
-    bg = sr.linear_to_srgb(np.array([0.05, 0.1, 0.2], np.float32))
+    bg = colour.linear_to_srgb(np.array([0.05, 0.1, 0.2], np.float32))
     out = rasterize(torch.from_numpy(g.means), torch.from_numpy(g.covars),
                     torch.from_numpy(g.opacities), torch.from_numpy(g.colors),
                     Camera(torch.from_numpy(viewmat), torch.from_numpy(K), W, H),
@@ -148,7 +150,7 @@ def test_parity_with_engine_rasterizer(splat_scene, splat_engine, tmp_path):
     img = _render_exr(tmp_path / "drawer_transparent.exr")
     a = img[..., 3:4]
     straight = np.where(a > 0, img[..., :3] / np.maximum(a, 1e-12), 0.0)
-    premult_encoded = np.clip(sr.linear_to_srgb(straight), 0.0, 1.0) * a
+    premult_encoded = np.clip(colour.linear_to_srgb(straight), 0.0, 1.0) * a
     out0 = rasterize(torch.from_numpy(g.means), torch.from_numpy(g.covars),
                      torch.from_numpy(g.opacities), torch.from_numpy(g.colors),
                      Camera(torch.from_numpy(viewmat), torch.from_numpy(K), W, H), None,
@@ -223,7 +225,7 @@ def test_viewport_path_matches_final_render(splat_scene, splat_engine, tmp_path)
     scene = bpy.context.scene
     scene.render.engine = "FATE_SPLAT"
     final = _render_exr(tmp_path / "final.exr")  # top row first, linear premultiplied
-    W, H = sr.render_size(scene.render)
+    W, H = splat_cameras.render_size(scene.render)
     got = {}
 
     class ViewportProbe(render_engine.FATE_RE_splats):
@@ -258,15 +260,15 @@ def test_imported_avatar_resplats_and_renders(tmp_path):
     """End to end with the add-on's importer: the runtime reads the imported bindings, the EXR
     maps (sRGB colour map loaded as linear floats, 1-channel maps as grey) and the evaluated
     mesh with its mouth faces, and matches the engine's re-splat of the same files."""
-    importer = pytest.importorskip("addon.importer", reason="addon/importer.py not available")
+    importer = pytest.importorskip("addon.rig.importer", reason="addon/rig/importer.py not available")
     synthetic = pytest.importorskip("synthetic_avatar",
                                     reason="tests/blender/synthetic_avatar.py not available")
     pytest.importorskip("torch", reason="torch is not installed (engine comparison)")
     try:
         import torch
-        from engine.gaussians import place_gaussians
+        from engine.model.gaussians import place_gaussians
         from engine.maps import sample_maps
-        from engine.rotations import axis_angle_to_matrix
+        from engine.geometry.rotations import axis_angle_to_matrix
     except ImportError as exc:
         pytest.skip(f"engine modules not importable yet: {exc}")
 
@@ -308,7 +310,8 @@ def test_imported_avatar_resplats_and_renders(tmp_path):
         sr.clear_caches()
 
 
-def _footprint_mask(g: sr.SplatGaussians, which: np.ndarray, cam: sr.DrawCamera) -> np.ndarray:
+def _footprint_mask(g: geometry.SplatGaussians, which: np.ndarray,
+                    cam: splat_cameras.DrawCamera) -> np.ndarray:
     """Pixels (top row first) within the 3.33σ circle bound of the chosen splats (numpy EWA)."""
     V = cam.viewmat
     p = g.means[which] @ V[:3, :3].T + V[:3, 3]
@@ -343,7 +346,7 @@ def test_colour_edit_changes_exactly_the_bound_splats(splat_scene, splat_engine,
     new = s.maps["color"].copy()
     new[4:7, 4:7] = 1.0
     _set_pixels(img, new)
-    render_engine.tag_maps_changed(img.name)
+    sr.tag_maps_changed(img.name)
     after = _render_exr(tmp_path / "after.exr")
     g2 = sr.scene_gaussians(bpy.context.evaluated_depsgraph_get())
 
@@ -359,7 +362,8 @@ def test_colour_edit_changes_exactly_the_bound_splats(splat_scene, splat_engine,
     np.testing.assert_array_equal(changed, touched)
     np.testing.assert_array_equal(g2.means, g.means)
 
-    cam = sr.camera_from_object(s.camera.evaluated_get(dg), dg, *sr.render_size(scene.render))
+    cam = splat_cameras.camera_from_object(s.camera.evaluated_get(dg), dg,
+                                           *splat_cameras.render_size(scene.render))
     mask = _footprint_mask(g, changed, cam)
     diff = np.abs(after - before)[..., :3].max(-1)
     assert mask.mean() < 0.6  # the edit is local
@@ -468,7 +472,7 @@ def test_benchmark_draw_and_edit_latency(tmp_path):
             for value in (0.25, 0.5):
                 t0 = time.perf_counter()
                 _set_pixels(img, np.full((*img.size, 3), value, np.float32))
-                render_engine.tag_maps_changed(img.name)
+                sr.tag_maps_changed(img.name)
                 t_tag = time.perf_counter() - t0
                 bpy.ops.render.render()
                 edits.append(t_tag + stats["first"])

@@ -12,8 +12,8 @@ import pytest
 
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
 
-from addon import flame_math  # noqa: E402
-from addon.importer import import_avatar  # noqa: E402
+from addon.rig import flame_math  # noqa: E402
+from addon.rig.importer import import_avatar  # noqa: E402
 from synthetic_avatar import JOINT_NAMES, flame_forward, write_avatar  # noqa: E402
 
 TOL_M = 1e-4

@@ -14,7 +14,11 @@ import pytest
 
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
 
-from addon import splat_runtime as sr  # noqa: E402
+from addon.errors import SplatError  # noqa: E402
+from addon.rig import flame_math  # noqa: E402
+from addon.splats import cameras as splat_cameras  # noqa: E402
+from addon.splats import colour, geometry, pixels  # noqa: E402
+from addon.splats import runtime as sr  # noqa: E402
 
 
 def set_image_pixels(img, data: np.ndarray) -> None:
@@ -48,13 +52,13 @@ def _mesh_verts(obj) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ pure maths
 def test_face_frames_match_engine():
-    mesh_ops = _engine("engine.mesh_ops")
+    mesh_ops = _engine("engine.geometry.mesh_ops")
     import torch
 
     rng = np.random.default_rng(0)
     verts = rng.normal(size=(40, 3)).astype(np.float32)
     faces = np.stack([rng.permutation(40)[:3] for _ in range(60)]).astype(np.int32)
-    R, k, n = sr.face_frames(verts, faces)
+    R, k, n = geometry.face_frames(verts, faces)
     Rt, kt, nt = mesh_ops.face_frames(torch.from_numpy(verts),
                                       torch.from_numpy(faces.astype(np.int64)))
     # float32 on both sides; differences are rounding only.
@@ -66,14 +70,14 @@ def test_face_frames_match_engine():
 
 
 def test_axis_angle_to_matrix_matches_engine():
-    rotations = _engine("engine.rotations")
+    rotations = _engine("engine.geometry.rotations")
     import torch
 
     rng = np.random.default_rng(1)
     aa = np.concatenate([rng.normal(size=(50, 3)), 1e-6 * rng.normal(size=(5, 3)),
                          np.zeros((1, 3))]).astype(np.float32)
     ref = rotations.axis_angle_to_matrix(torch.from_numpy(aa).double()).numpy()
-    np.testing.assert_allclose(sr.axis_angle_to_matrix(aa), ref, atol=1e-6)  # float32 output
+    np.testing.assert_allclose(flame_math.axis_angle_to_matrix(aa), ref, atol=1e-6)  # float32 input
 
 
 def test_sample_bilinear_texel_centres_edges_and_orientation():
@@ -81,12 +85,12 @@ def test_sample_bilinear_texel_centres_edges_and_orientation():
     img = np.arange(H * W, dtype=np.float32).reshape(H, W, 1)  # value = row_from_bottom * W + col
     r, c = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
     uv = np.stack([(c.ravel() + 0.5) / W, (r.ravel() + 0.5) / H], -1)
-    np.testing.assert_allclose(sr.sample_bilinear(img, uv)[:, 0], img.ravel(), atol=1e-5)
+    np.testing.assert_allclose(pixels.sample_bilinear(img, uv)[:, 0], img.ravel(), atol=1e-5)
     # Half-way between texels (0,0)-(0,1) and rows 0-1 → mean of the four.
-    mid = sr.sample_bilinear(img, np.array([[1.0 / W, 1.0 / H]]))[0, 0]
+    mid = pixels.sample_bilinear(img, np.array([[1.0 / W, 1.0 / H]]))[0, 0]
     assert mid == pytest.approx((0 + 1 + W + W + 1) / 4, abs=1e-5)
     # Clamp to edge outside [0, 1] and in the outer half texel.
-    out = sr.sample_bilinear(img, np.array([[-0.3, -0.2], [1.4, 1.3], [0.01, 0.99]]))[:, 0]
+    out = pixels.sample_bilinear(img, np.array([[-0.3, -0.2], [1.4, 1.3], [0.01, 0.99]]))[:, 0]
     np.testing.assert_allclose(out, [0.0, H * W - 1.0, (H - 1) * W], atol=1e-5)
 
 
@@ -99,13 +103,13 @@ def test_sample_bilinear_matches_engine_maps():
     uv = rng.uniform(-0.1, 1.1, size=(300, 2)).astype(np.float32)
     top_first = torch.from_numpy(np.ascontiguousarray(img[::-1]))
     ref = maps.sample_map(top_first, torch.from_numpy(uv)).numpy()
-    np.testing.assert_allclose(sr.sample_bilinear(img, uv), ref, atol=1e-5)  # float32 lerp order
+    np.testing.assert_allclose(pixels.sample_bilinear(img, uv), ref, atol=1e-5)  # float32 lerp order
 
 
 def test_srgb_round_trip():
     x = np.linspace(0.0, 1.0, 101, dtype=np.float32)
-    np.testing.assert_allclose(sr.linear_to_srgb(sr.srgb_to_linear(x)), x, atol=1e-6)
-    assert sr.srgb_to_linear(np.float32(0.5)) == pytest.approx(0.21404, abs=1e-5)
+    np.testing.assert_allclose(colour.linear_to_srgb(colour.srgb_to_linear(x)), x, atol=1e-6)
+    assert colour.srgb_to_linear(np.float32(0.5)) == pytest.approx(0.21404, abs=1e-5)
 
 
 # ------------------------------------------------------------------------------ images
@@ -116,25 +120,25 @@ def test_colour_map_reads_encoded_values():
     byte.colorspace_settings.name = "sRGB"
     set_image_pixels(byte, enc)
     # 8-bit sRGB image: Image.pixels are the encoded values.
-    np.testing.assert_allclose(sr.image_pixels(byte, encoded=True)[..., :3], enc, atol=1e-6)
+    np.testing.assert_allclose(pixels.image_pixels(byte, encoded=True)[..., :3], enc, atol=1e-6)
 
     flt = bpy.data.images.new("c_float", 4, 4, alpha=True, float_buffer=True)
     flt.colorspace_settings.name = "sRGB"
-    set_image_pixels(flt, sr.srgb_to_linear(enc))  # float buffers of sRGB images hold linear
-    np.testing.assert_allclose(sr.image_pixels(flt, encoded=True)[..., :3], enc, atol=1e-5)
+    set_image_pixels(flt, colour.srgb_to_linear(enc))  # float buffers of sRGB images hold linear
+    np.testing.assert_allclose(pixels.image_pixels(flt, encoded=True)[..., :3], enc, atol=1e-5)
 
     raw = bpy.data.images.new("c_raw", 4, 4, alpha=True, float_buffer=True)
     raw.colorspace_settings.name = "Non-Color"
     set_image_pixels(raw, enc)
-    np.testing.assert_allclose(sr.image_pixels(raw, encoded=True)[..., :3], enc, atol=1e-6)
+    np.testing.assert_allclose(pixels.image_pixels(raw, encoded=True)[..., :3], enc, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------ Gaussians
 def _engine_gaussians(s, verts: np.ndarray, matrix_world: np.ndarray):
-    """The engine's re-splat (engine.maps.sample_maps + engine.gaussians.place_gaussians)."""
+    """The engine's re-splat (engine.maps.sample_maps + engine.model.gaussians.place_gaussians)."""
     maps = _engine("engine.maps")
-    gaussians = _engine("engine.gaussians")
-    rotations = _engine("engine.rotations")
+    gaussians = _engine("engine.model.gaussians")
+    rotations = _engine("engine.geometry.rotations")
     import torch
 
     top_first = {m: torch.from_numpy(np.ascontiguousarray(v[::-1])) for m, v in s.maps.items()}
@@ -171,7 +175,7 @@ def test_runtime_matches_engine_gaussians_from_maps(splat_scene):
     if not hasattr(maps, "gaussians_from_maps"):
         pytest.skip("engine.maps.gaussians_from_maps does not exist yet (the engine's map "
                     "re-splat entry point); test_runtime_matches_engine_resplat covers the same "
-                    "maths through engine.maps.sample_maps + engine.gaussians.place_gaussians")
+                    "maths through engine.maps.sample_maps + engine.model.gaussians.place_gaussians")
     import inspect
 
     import torch
@@ -243,25 +247,25 @@ def test_errors_name_the_problem(splat_scene):
     del maps["rotation"]
     s.head["fate_maps"] = maps
     sr.clear_caches()
-    with pytest.raises(sr.SplatError, match="rotation"):
+    with pytest.raises(SplatError, match="rotation"):
         sr.scene_gaussians(dg)
     s.head["fate_maps"]["rotation"] = "no such image"
-    with pytest.raises(sr.SplatError, match="no such image"):
+    with pytest.raises(SplatError, match="no such image"):
         sr.scene_gaussians(dg)
 
 
 def test_topology_change_is_reported(splat_scene):
     s = splat_scene
     s.head.modifiers.new("Subdivision", 'SUBSURF')
-    with pytest.raises(sr.SplatError, match="topology"):
+    with pytest.raises(SplatError, match="topology"):
         sr.scene_gaussians(bpy.context.evaluated_depsgraph_get())
 
 
 def test_addon_binding_storage(splat_scene, monkeypatch):
-    """The add-on's own storage (addon.bindings: bindings object + fate_map_<name> images)."""
-    bindings = pytest.importorskip("addon.bindings", reason="addon/bindings.py is not there yet")
+    """The add-on's own storage (addon.rig.bindings: bindings object + fate_map_<name> images)."""
+    bindings = pytest.importorskip("addon.rig.bindings", reason="addon/rig/bindings.py is not there yet")
     if not hasattr(bindings, "create_bindings_object"):
-        pytest.skip("addon.bindings.create_bindings_object is not available")
+        pytest.skip("addon.rig.bindings.create_bindings_object is not available")
     from types import SimpleNamespace
 
     s = splat_scene
@@ -300,8 +304,8 @@ def test_camera_conversion_matches_blender_projection(splat_scene, kind):
         cam.data.ortho_scale = 0.3
     cam.rotation_euler = (math.radians(80.0), math.radians(5.0), math.radians(10.0))
     dg = bpy.context.evaluated_depsgraph_get()
-    W, H = sr.render_size(scene.render)
-    dc = sr.camera_from_object(cam.evaluated_get(dg), dg, W, H)
+    W, H = splat_cameras.render_size(scene.render)
+    dc = splat_cameras.camera_from_object(cam.evaluated_get(dg), dg, W, H)
 
     rng = np.random.default_rng(3)
     pts = rng.uniform(-0.1, 0.1, (20, 3)) + np.array([0.0, 0.0, 0.02])
@@ -320,10 +324,10 @@ def test_camera_conversion_matches_blender_projection(splat_scene, kind):
 
 
 def test_camera_conversion_is_engine_convention(splat_scene):
-    cameras = _engine("engine.cameras")
+    cameras = _engine("engine.geometry.cameras")
     cam = splat_scene.camera
     dg = bpy.context.evaluated_depsgraph_get()
-    dc = sr.camera_from_object(cam.evaluated_get(dg), dg, 96, 72)
+    dc = splat_cameras.camera_from_object(cam.evaluated_get(dg), dg, 96, 72)
     c2w = np.array(cam.matrix_world)
     np.testing.assert_allclose(dc.viewmat, cameras.opengl_c2w_to_opencv_w2c(c2w), atol=1e-6)
     # Inverse conversion of the engine gives the Blender camera back.

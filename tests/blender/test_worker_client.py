@@ -17,9 +17,10 @@ import pytest
 
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
 
-from addon import job_config, worker  # noqa: E402
 from addon.errors import SetupError, WorkerError  # noqa: E402
-from addon.worker import Job, WorkerClient  # noqa: E402
+from addon.jobs import config as job_config  # noqa: E402
+from addon.jobs import worker  # noqa: E402
+from addon.jobs.worker import Job, WorkerClient  # noqa: E402
 from addon_package import registered, submodule  # noqa: E402,F401
 from fake_engine import make_fake_extension  # noqa: E402
 
@@ -181,7 +182,7 @@ def test_missing_flame_folder_says_what_to_do(tmp_path):
 
 
 def test_install_engine_dry_run(tmp_path):
-    script = REPO / "addon" / "install_engine.py"
+    script = REPO / "addon" / "jobs" / "install_engine.py"
     job = Job("install", [sys.executable, str(script), "--target", str(tmp_path / "venv"), "--dry-run"],
               log_path=tmp_path / "install.log")
     progress = []
@@ -208,7 +209,7 @@ def _run_ticks(jobs_mod, timeout_s: float = TIMEOUT_S) -> None:
 
 
 def test_events_reach_scene_properties(scene, client, tmp_path):
-    jobs = submodule("addon.jobs")
+    jobs = submodule("addon.jobs.runtime")
     job = client.start("train", {"scenario": "ok", "output": str(tmp_path)}, tmp_path)
     jobs.attach(job, scene, use_timer=False)
     assert scene.fate.job_state == "RUNNING" and scene.fate.job_log == str(job.log_path)
@@ -225,7 +226,7 @@ def test_events_reach_scene_properties(scene, client, tmp_path):
 
 
 def test_error_and_crash_reach_scene(scene, client, tmp_path):
-    jobs = submodule("addon.jobs")
+    jobs = submodule("addon.jobs.runtime")
     jobs.attach(client.start("bake", {"scenario": "error"}, tmp_path), scene, use_timer=False)
     _run_ticks(jobs)
     assert scene.fate.job_state == "ERROR"
@@ -241,12 +242,12 @@ def test_error_and_crash_reach_scene(scene, client, tmp_path):
 def fake_worker(fake_ext, monkeypatch):
     """The job operators start the fake engine (this interpreter) instead of the real one."""
     monkeypatch.setattr(submodule("operators.jobs"), "EXTENSION_DIR", fake_ext)
-    monkeypatch.setenv(submodule("addon.preferences").WORKER_PYTHON_ENV, sys.executable)
+    monkeypatch.setenv(submodule("addon.ui.preferences").WORKER_PYTHON_ENV, sys.executable)
 
 
 def test_train_operator_and_cancel(scene, fake_worker, tmp_path, monkeypatch):
     """Train → progress → Cancel through the operators, with the fake engine as the worker."""
-    jobs = submodule("addon.jobs")
+    jobs = submodule("addon.jobs.runtime")
     dataset = tmp_path / "dataset"
     dataset.mkdir()
     (dataset / "transforms_train.json").write_text("{}")
@@ -254,7 +255,7 @@ def test_train_operator_and_cancel(scene, fake_worker, tmp_path, monkeypatch):
     scene.fate.avatar_dir = str(tmp_path / "avatar")
     # the fake engine reads "scenario" from the config: make the operator's config a slow job
     real_train_config = job_config.train_config
-    monkeypatch.setattr(submodule("addon.job_config"), "train_config",
+    monkeypatch.setattr(submodule("addon.jobs.config"), "train_config",
                         lambda *a, **k: {**real_train_config(*a, **k), "scenario": "slow"})
     assert bpy.ops.fate.train_start() == {"FINISHED"}
     job = jobs.active_job()
@@ -277,7 +278,7 @@ def test_train_operator_and_cancel(scene, fake_worker, tmp_path, monkeypatch):
 
 
 def test_operator_reports_missing_flame_folder(scene, tmp_path, monkeypatch):
-    prefs = submodule("addon.preferences")
+    prefs = submodule("addon.ui.preferences")
     monkeypatch.setattr(prefs, "flame_dir", lambda context=None: str(tmp_path / "no_flame_here"))
     dataset = tmp_path / "dataset"
     dataset.mkdir()
@@ -292,7 +293,7 @@ def test_operator_reports_missing_flame_folder(scene, tmp_path, monkeypatch):
 
 
 def test_no_worker_survives_file_load_or_unregister(scene, client, tmp_path, registered):
-    jobs = submodule("addon.jobs")
+    jobs = submodule("addon.jobs.runtime")
     job = client.start("train", {"scenario": "slow", "output": str(tmp_path)}, tmp_path)
     jobs.attach(job, scene, use_timer=False)
     assert jobs._on_load_pre in bpy.app.handlers.load_pre
@@ -311,7 +312,7 @@ def test_no_worker_survives_file_load_or_unregister(scene, client, tmp_path, reg
 
 def test_bake_operator_passes_the_panel_settings(scene, fake_worker, tmp_path):
     """Bake writes a BakeConfig with the sidebar's map size, steps and appearance-only flag."""
-    jobs = submodule("addon.jobs")
+    jobs = submodule("addon.jobs.runtime")
     avatar = tmp_path / "avatar"
     avatar.mkdir()
     (avatar / "avatar.json").write_text("{}")

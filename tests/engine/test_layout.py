@@ -87,6 +87,49 @@ def test_engine_has_no_import_cycles():
     assert _cycles(graph) == []
 
 
+OPEN = ("engine.errors", "engine.device", "engine.io.atomic", "engine.jobs.config")
+"""Modules every room may import (errors, the device choice, atomic writes, config ↔ JSON)."""
+_LOW = ("engine.geometry", "engine.io")
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "engine.geometry": (),
+    "engine.io": (),
+    "engine.image_ops": (),
+    "engine.vgg": (),
+    "engine.data": _LOW,
+    "engine.raster": ("engine.geometry",),
+    "engine.model": (*_LOW, "engine.data", "engine.raster"),
+    "engine.maps": (*_LOW, "engine.model"),
+    "engine.avatar_folder": (*_LOW, "engine.data", "engine.model"),
+    "engine.train": (*_LOW, "engine.data", "engine.raster", "engine.model", "engine.avatar_folder",
+                     "engine.image_ops", "engine.vgg"),
+    "engine.bake": (*_LOW, "engine.data", "engine.raster", "engine.model", "engine.avatar_folder", "engine.maps",
+                    "engine.train.losses"),
+    "engine.evaluate": (*_LOW, "engine.data", "engine.raster", "engine.model", "engine.avatar_folder",
+                        "engine.maps", "engine.image_ops", "engine.vgg"),
+}
+"""Room → what it may import besides itself and OPEN (docs/ARCHITECTURE.md). ``engine.jobs``,
+``engine.demo`` and ``engine.bench`` are the top and may import any room."""
+
+
+def _room(name: str) -> str:
+    parts = name.split(".")
+    return ".".join(parts[:2])
+
+
+def test_rooms_import_only_what_the_architecture_allows():
+    mods = _modules()
+    bad = []
+    for m, p in mods.items():
+        allowed = ALLOWED.get(_room(m))
+        if allowed is None:
+            continue
+        for t in _imports(p, m, mods):
+            if _room(t) == _room(m) or t.startswith(OPEN) or t.startswith(allowed):
+                continue
+            bad.append(f"{m} -> {t}")
+    assert bad == [], "update docs/ARCHITECTURE.md and ALLOWED together, or move the code"
+
+
 def test_cycle_finder_finds_a_planted_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]

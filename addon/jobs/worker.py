@@ -8,7 +8,7 @@ at the next step (it checkpoints and exits with 130); exit codes 0 / 1 / 130.
 Threads: one reader thread per job turns stdout lines into events on a queue and, at EOF, waits
 for the process and queues an exit marker. Nothing else happens off the main thread: callbacks
 registered with :meth:`Job.on` run inside :meth:`Job.poll`, which the add-on calls from a
-``bpy.app.timers`` callback (:mod:`addon.jobs`) and tests call directly. The worker's stderr
+``bpy.app.timers`` callback (:mod:`addon.jobs.runtime`) and tests call directly. The worker's stderr
 (its logging and tracebacks) goes straight to a log file, ``<avatar>/logs/<job>-<time>.log``.
 
 No worker outlives Blender: :func:`stop_all` (registered with ``atexit`` by the add-on, and
@@ -40,19 +40,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import WorkerError
+from ..errors import WorkerError
+from .events import EVENT_TYPES, TERMINAL_EVENTS
 
 log = logging.getLogger(__name__)
 
 __all__ = ["EVENT_TYPES", "TERMINAL_EVENTS", "Job", "WorkerClient", "WorkerInfo", "stop_all",
            "live_jobs", "explain_failure", "check_python_path", "ENGINE_PACKAGES"]
 
-EVENT_TYPES = ("progress", "preview", "log", "done", "error", "cancelled")
-TERMINAL_EVENTS = ("done", "error", "cancelled")
 EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 130
 
 #: What the engine needs in the worker's interpreter (pip names), for error messages and the
-#: installer (:mod:`addon.install_engine`).
+#: installer (:mod:`addon.jobs.install_engine`).
 ENGINE_PACKAGES = ("torch", "gsplat", "smplx", "numpy", "scipy", "safetensors", "imageio",
                    "OpenEXR", "tqdm")
 
@@ -410,6 +409,7 @@ class Job:
 
     @property
     def elapsed_s(self) -> float:
+        """Seconds since the job started."""
         return time.time() - self.started
 
 
@@ -434,6 +434,7 @@ class WorkerInfo(dict):
     """The JSON that ``python -m engine check`` prints (torch version, device, rasteriser...)."""
 
     def summary(self) -> str:
+        """One line for the preferences: torch version, device, rasteriser."""
         torch_v = self.get("torch") or self.get("torch_version") or "?"
         device = self.get("device") or "?"
         name = self.get("device_name") or self.get("gpu") or ""
@@ -467,6 +468,7 @@ class WorkerClient:
         return env
 
     def command(self, verb: str, *args: str) -> list[str]:
+        """``python -m engine <verb> <args>`` with the worker interpreter."""
         return [self.python, "-m", "engine", verb, *args]
 
     def start(self, verb: str, config: dict, job_dir: Path, *, stamp: str | None = None) -> Job:
@@ -475,7 +477,7 @@ class WorkerClient:
 
         Args:
             verb: "train" or "bake".
-            config: the job configuration (engine config keys; see :mod:`addon.job_config`).
+            config: the job configuration (engine config keys; see :mod:`addon.jobs.config`).
             job_dir: the avatar folder; logs go to ``<job_dir>/logs/<verb>-<time>.log``.
             stamp: time stamp for the file names (default: now).
         Raises:

@@ -1,7 +1,7 @@
 """Reads the parts of an avatar folder that Blender needs (numpy + stdlib, no bpy).
 
 The ``io`` half of the importer (see docs/FORMATS.md, "Avatar folder"): files are parsed and
-checked here into plain arrays; :mod:`addon.importer` builds Blender data from them. Every
+checked here into plain arrays; :mod:`addon.rig.importer` builds Blender data from them. Every
 problem is an :class:`~addon.errors.AvatarError` that names the file, the key and the expected
 versus found shape.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AvatarError, MapsError
+from ..errors import AvatarError, MapsError
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,17 @@ class HeadData:
 
     @property
     def num_vertices(self) -> int:
+        """V, the number of vertices."""
         return int(self.v_template.shape[0])
 
     @property
     def num_expressions(self) -> int:
+        """E, the number of expression coefficients (shape keys ``Exp*``)."""
         return int(self.exprdirs.shape[2])
 
     @property
     def num_joints(self) -> int:
+        """J, the number of joints (root first)."""
         return int(self.J_regressor.shape[0])
 
     def rest_joints(self) -> np.ndarray:
@@ -124,6 +127,7 @@ class Tracking:
 
     @property
     def num_frames(self) -> int:
+        """T, the number of tracked frames."""
         return int(self.expr.shape[0])
 
 

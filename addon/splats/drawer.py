@@ -1,6 +1,6 @@
 """The one splat drawer (Blender ``gpu`` module), used by the viewport and by final renders.
 
-It rasterises :class:`.splat_runtime.SplatGaussians` with the same rules as the engine's
+It rasterises :class:`.geometry.SplatGaussians` with the same rules as the engine's
 renderer (``engine/raster``, which mirrors gsplat 1.5 / 3DGS, Kerbl et al. 2023 §4–6), so the
 two agree pixel for pixel up to float rounding:
 
@@ -42,7 +42,9 @@ import gpu
 import numpy as np
 from mathutils import Matrix
 
-from .splat_runtime import DrawCamera, SplatGaussians, linear_to_srgb
+from .cameras import DrawCamera
+from .colour import linear_to_srgb
+from .geometry import SplatGaussians
 
 log = logging.getLogger(__name__)
 
@@ -180,48 +182,59 @@ void main()
 _SHADERS: dict[str, gpu.types.GPUShader] = {}
 
 
-def _splat_shader() -> gpu.types.GPUShader:
-    """The splat shader, compiled on first use and cached."""
-    sh = _SHADERS.get("splat")
+def _cached_shader(name: str, describe) -> gpu.types.GPUShader:
+    """The shader ``name``, compiled on first use from ``describe(info)`` and cached.
+
+    Args:
+        name: cache key.
+        describe: fills a ``gpu.types.GPUShaderCreateInfo`` (interface and sources).
+    """
+    sh = _SHADERS.get(name)
     if sh is None:
         info = gpu.types.GPUShaderCreateInfo()
-        info.push_constant('MAT4', "viewmat")
-        info.push_constant('VEC4', "intr")
-        info.push_constant('VEC4', "frame")
-        info.push_constant('FLOAT', "ortho")
-        info.vertex_in(0, 'VEC3', "mean")
-        info.vertex_in(1, 'VEC3', "cov_a")
-        info.vertex_in(2, 'VEC3', "cov_b")
-        info.vertex_in(3, 'VEC4', "rgba")
-        info.vertex_in(4, 'VEC2', "corner")
-        iface = gpu.types.GPUStageInterfaceInfo("fate_splat_iface")
-        iface.smooth('VEC2', "v_d")
-        iface.flat('VEC4', "v_conic")
-        iface.flat('VEC4', "v_color")
-        info.vertex_out(iface)
-        info.fragment_out(0, 'VEC4', "out_color")
-        info.fragment_out(1, 'VEC4', "out_depth")
-        info.vertex_source(_VERT_SRC)
-        info.fragment_source(_FRAG_SRC)
-        sh = gpu.shader.create_from_info(info)
-        _SHADERS["splat"] = sh
+        describe(info)
+        sh = _SHADERS[name] = gpu.shader.create_from_info(info)
     return sh
+
+
+def _describe_splat(info: gpu.types.GPUShaderCreateInfo) -> None:
+    info.push_constant('MAT4', "viewmat")
+    info.push_constant('VEC4', "intr")
+    info.push_constant('VEC4', "frame")
+    info.push_constant('FLOAT', "ortho")
+    info.vertex_in(0, 'VEC3', "mean")
+    info.vertex_in(1, 'VEC3', "cov_a")
+    info.vertex_in(2, 'VEC3', "cov_b")
+    info.vertex_in(3, 'VEC4', "rgba")
+    info.vertex_in(4, 'VEC2', "corner")
+    iface = gpu.types.GPUStageInterfaceInfo("fate_splat_iface")
+    iface.smooth('VEC2', "v_d")
+    iface.flat('VEC4', "v_conic")
+    iface.flat('VEC4', "v_color")
+    info.vertex_out(iface)
+    info.fragment_out(0, 'VEC4', "out_color")
+    info.fragment_out(1, 'VEC4', "out_depth")
+    info.vertex_source(_VERT_SRC)
+    info.fragment_source(_FRAG_SRC)
+
+
+def _describe_linearize(info: gpu.types.GPUShaderCreateInfo) -> None:
+    info.push_constant('VEC4', "background")
+    info.sampler(0, 'FLOAT_2D', "image")
+    info.vertex_in(0, 'VEC2', "pos")
+    info.fragment_out(0, 'VEC4', "out_color")
+    info.vertex_source(_LIN_VERT_SRC)
+    info.fragment_source(_LIN_FRAG_SRC)
+
+
+def _splat_shader() -> gpu.types.GPUShader:
+    """The splat shader, compiled on first use and cached."""
+    return _cached_shader("splat", _describe_splat)
 
 
 def _linearize_shader() -> gpu.types.GPUShader:
     """The viewport's encoded → linear pass, compiled on first use and cached."""
-    sh = _SHADERS.get("linearize")
-    if sh is None:
-        info = gpu.types.GPUShaderCreateInfo()
-        info.push_constant('VEC4', "background")
-        info.sampler(0, 'FLOAT_2D', "image")
-        info.vertex_in(0, 'VEC2', "pos")
-        info.fragment_out(0, 'VEC4', "out_color")
-        info.vertex_source(_LIN_VERT_SRC)
-        info.fragment_source(_LIN_FRAG_SRC)
-        sh = gpu.shader.create_from_info(info)
-        _SHADERS["linearize"] = sh
-    return sh
+    return _cached_shader("linearize", _describe_linearize)
 
 
 def free_shaders() -> None:
@@ -289,7 +302,7 @@ class SplatDrawer:
         """Uploads new Gaussians (the next draw re-sorts).
 
         Args:
-            g: world-space Gaussians (see :class:`.splat_runtime.SplatGaussians`).
+            g: world-space Gaussians (see :class:`.geometry.SplatGaussians`).
         """
         t0 = time.perf_counter()
         n = len(g)

@@ -1,6 +1,6 @@
 """Scene properties of the add-on: one PropertyGroup, ``Scene.fate`` (read as ``context.scene.fate``).
 
-Job fields are written only by :mod:`addon.jobs` on the main thread (timer callbacks).
+Job fields are written only by :mod:`addon.jobs.runtime` on the main thread (timer callbacks).
 """
 
 from __future__ import annotations
@@ -65,12 +65,14 @@ CLASSES = (FATE_PG_scene,)
 
 
 def register() -> None:
+    """Registers ``FATE_PG_scene`` and ``Scene.fate``."""
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     bpy.types.Scene.fate = PointerProperty(type=FATE_PG_scene)
 
 
 def unregister() -> None:
+    """Deletes ``Scene.fate`` and unregisters its class."""
     if hasattr(bpy.types.Scene, "fate"):
         del bpy.types.Scene.fate
     for cls in reversed(CLASSES):

@@ -8,8 +8,8 @@ from pathlib import Path
 import bpy
 from bpy.props import EnumProperty, StringProperty
 
-from . import ROOT_PACKAGE
-from .worker import python_in_venv
+from ..extension import ROOT_PACKAGE
+from ..jobs.worker import python_in_venv
 
 ENGINE_ENV_FOLDER = "engine-venv"
 WORKER_PYTHON_ENV = "FATE_WORKER_PYTHON"
@@ -48,6 +48,7 @@ class FATE_AddonPreferences(bpy.types.AddonPreferences):
                                   description="Result of the last Check")
 
     def draw(self, context):
+        """The preferences panel: FLAME folder, worker Python, device, Check / Install Engine."""
         layout = self.layout
         col = layout.column()
         col.prop(self, "flame_dir")
@@ -85,11 +86,13 @@ def worker_python(context=None) -> str:
 
 
 def flame_dir(context=None) -> str:
+    """The FLAME folder of the preferences (absolute), or "" for the demo head."""
     prefs = get_preferences(context)
     return bpy.path.abspath(prefs.flame_dir) if prefs is not None and prefs.flame_dir else ""
 
 
 def device(context=None) -> str:
+    """The engine device of the preferences: "auto", "cuda" or "cpu"."""
     prefs = get_preferences(context)
     return prefs.device.lower() if prefs is not None else "auto"
 
@@ -98,10 +101,12 @@ CLASSES = (FATE_AddonPreferences,)
 
 
 def register() -> None:
+    """Registers the preferences class."""
     for cls in CLASSES:
         bpy.utils.register_class(cls)
 
 
 def unregister() -> None:
+    """Unregisters the preferences class."""
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -13,13 +13,16 @@ without running it (used by the tests).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
+
+if __package__:
+    from . import events
+else:  # run as a script (python .../addon/jobs/install_engine.py): its folder is sys.path[0]
+    import events
 
 PACKAGES = ["gsplat", "smplx", "numpy", "scipy", "safetensors", "imageio", "OpenEXR", "tqdm"]
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -30,10 +33,12 @@ _current: list[subprocess.Popen] = []
 
 
 def emit(type_: str, **fields) -> None:
-    print(json.dumps({"type": type_, "job": "install", "time": round(time.time(), 3), **fields}), flush=True)
+    """One protocol event of the ``install`` job on stdout (:func:`.events.emit`)."""
+    events.emit(type_, "install", **fields)
 
 
 def venv_python(target: str) -> str:
+    """The interpreter of the virtual environment at ``target`` (``Scripts\\python.exe`` on Windows)."""
     if sys.platform == "win32":
         return os.path.join(target, "Scripts", "python.exe")
     return os.path.join(target, "bin", "python")
@@ -72,6 +77,11 @@ def _request_cancel(*_args) -> None:
 
 
 def run_step(cmd: list[str]) -> int:
+    """Runs one step; pip's output goes to stderr (the job log), its key lines as ``log`` events.
+
+    Returns:
+        the step's exit code.
+    """
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     _current.append(proc)
     try:
@@ -88,6 +98,7 @@ def run_step(cmd: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the install plan as a worker job; exit code 0 (done), 1 (error) or 130 (cancelled)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True, help="virtual environment folder to create")
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])

@@ -1,20 +1,20 @@
 """Sync Maps: saves painted map images back to their files, never without a backup.
 
-For each map image (custom property ``fate_map``, see :mod:`addon.images`) that was changed:
+For each map image (:func:`addon.rig.bindings.avatar_map_images`) that was changed:
 
 1. the current file is copied to ``<stem>.<YYYYmmdd-HHMMSS>.bak<suffix>`` next to it (e.g.
    ``color.20250101-120000.bak.exr``); if that copy fails nothing is written;
 2. the image is written to its file:
-   - data maps (Non-Color EXR) with :mod:`addon.exr_io`, keeping the file's channel names
+   - data maps (Non-Color EXR) with :mod:`addon.files.exr`, keeping the file's channel names
      (a ``Y`` map stays one channel), pixel type and channel order, bit-exactly;
    - colour (sRGB) and 8-bit maps with Blender's own ``Image.save()``, which encodes the
      scene-linear pixels back to the file's colour space;
-3. the render engine is told (``addon.render_engine.tag_maps_changed()`` if it exists).
+3. the splat runtime is told (:func:`addon.splats.runtime.tag_maps_changed`): viewports
+   re-read the maps and redraw.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import shutil
 import time
@@ -25,13 +25,14 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from . import exr_io
-from .errors import MapsError
-from .images import is_data_colorspace
+from ..errors import MapsError
+from ..files import exr
+from ..rig.material import is_data_colorspace
+from ..splats import runtime as splat_runtime
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SyncReport", "map_images", "backup_path", "image_to_channels", "sync_maps", "notify_render_engine"]
+__all__ = ["SyncReport", "backup_path", "image_to_channels", "sync_maps"]
 
 
 @dataclass
@@ -41,15 +42,6 @@ class SyncReport:
     saved: list[Path] = field(default_factory=list)
     backups: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-
-
-def map_images(obj: bpy.types.Object | None = None) -> list[bpy.types.Image]:
-    """The FATE map images of ``obj`` (an imported head), or of the whole file when None."""
-    if obj is not None:
-        from .bindings import get_map_images
-
-        return list(get_map_images(obj).values())
-    return [img for img in bpy.data.images if "fate_map" in img]
 
 
 def backup_path(path: Path, stamp: str) -> Path:
@@ -88,27 +80,14 @@ def image_to_channels(img: bpy.types.Image, channels: list[str]) -> np.ndarray:
 def _write_image(img: bpy.types.Image, path: Path) -> None:
     data = is_data_colorspace(img.colorspace_settings.name)
     if data and path.suffix.lower() == ".exr":
-        header = exr_io.read_exr_header(path)
+        header = exr.read_exr_header(path)
         channels = header.channel_order or header.channels
         types = [header.pixel_types[header.channels.index(c)] for c in channels]
-        exr_io.write_exr(path, image_to_channels(img, channels), channels,
+        exr.write_exr(path, image_to_channels(img, channels), channels,
                          pixel_type=[t if t in (1, 2) else 2 for t in types])
         img.reload()  # re-read what was written: the image is clean and equals the file
     else:
         img.save()
-
-
-def notify_render_engine() -> bool:
-    """Calls ``addon.render_engine.tag_maps_changed()`` if that module and hook exist."""
-    try:
-        module = importlib.import_module(f"{__package__}.render_engine")
-    except ImportError:
-        return False
-    hook = getattr(module, "tag_maps_changed", None)
-    if callable(hook):
-        hook()
-        return True
-    return False
 
 
 def sync_maps(images: Iterable[bpy.types.Image], *, only_changed: bool = True,
@@ -145,10 +124,10 @@ def sync_maps(images: Iterable[bpy.types.Image], *, only_changed: bool = True,
         report.backups.append(backup)
         try:
             _write_image(img, path)
-        except (RuntimeError, OSError, exr_io.ExrError) as exc:
+        except (RuntimeError, OSError, exr.ExrError) as exc:
             raise MapsError(f"cannot save {img.name} to {path} ({exc}); the previous file is in {backup}") from exc
         report.saved.append(path)
         log.info("saved map %s to %s (backup %s)", img.name, path, backup)
     if report.saved:
-        notify_render_engine()
+        splat_runtime.tag_maps_changed()
     return report

@@ -1,7 +1,7 @@
 """FLAME ↔ Blender rig maths (numpy only, no bpy): rotations, cameras and driver expressions.
 
 Blender side of the conventions in docs/ARCHITECTURE.md. Everything here is plain numpy so it is
-testable without Blender; :mod:`addon.importer` turns it into Blender data.
+testable without Blender; :mod:`addon.rig.importer` turns it into Blender data.
 
 The rig that reproduces FLAME's linear blend skinning (LBS) exactly:
 
@@ -44,8 +44,10 @@ __all__ = [
     "location_offset_expression",
     "weighted_sum_chunks",
     "opencv_w2c_to_blender_c2w",
+    "blender_c2w_to_opencv_w2c",
     "blender_camera_intrinsics",
     "FLAME_TO_BLENDER_WORLD",
+    "GL_CV_FLIP",
 ]
 
 DRIVER_EXPRESSION_MAX = 255
@@ -58,6 +60,9 @@ FLAME_TO_BLENDER_WORLD = np.array([[1.0, 0.0, 0.0, 0.0],
 """R_x(+90°) [4, 4]: the fixed object rotation that stands FLAME's +Y-up frame up in Blender's
 +Z-up world (FLAME +Y → Blender +Z, FLAME +Z (out of the face) → Blender −Y, i.e. the face looks
 at Blender's front view)."""
+
+GL_CV_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
+"""[4, 4] Flips y and z: OpenGL / Blender camera axes ↔ OpenCV camera axes (its own inverse)."""
 
 # Quaternion (w, x, y, z) → the matrix M with R − I = 2 M / (w² + x² + y² + z²), as expression
 # strings in the variables w, x, y, z (Blender's quat_to_mat3 after normalisation).
@@ -105,7 +110,13 @@ def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
 
 
 def axis_angle_to_matrix(aa: np.ndarray) -> np.ndarray:
-    """Axis-angle vectors → rotation matrices. aa [..., 3] (rad) → [..., 3, 3] float64."""
+    """Axis-angle (Rodrigues) vectors → rotation matrices; the one copy on the Blender side.
+
+    Args:
+        aa: rotation vectors, direction = axis, norm = angle in rad. [..., 3]
+    Returns:
+        rotation matrices acting on column vectors, float64. [..., 3, 3]
+    """
     return quaternion_to_matrix(axis_angle_to_quaternion(aa))
 
 
@@ -203,7 +214,7 @@ def weighted_sum_chunks(weights: np.ndarray, *, var_prefix: str = "e", tol: floa
 def opencv_w2c_to_blender_c2w(w2c: np.ndarray) -> np.ndarray:
     """Engine ``viewmat`` → a Blender camera's matrix in the same (FLAME) world frame.
 
-    Mirrors ``engine.cameras.opencv_w2c_to_blender_c2w`` (the engine is not imported here).
+    Mirrors ``engine.geometry.cameras.opencv_w2c_to_blender_c2w`` (the engine is not imported here).
     The result is relative to the head's frame: parent the camera to the rig object (which
     carries :data:`FLAME_TO_BLENDER_WORLD`) or premultiply by it.
 
@@ -212,8 +223,24 @@ def opencv_w2c_to_blender_c2w(w2c: np.ndarray) -> np.ndarray:
     Returns:
         camera→world, camera looking down its local −Z with +Y up, float64. [..., 4, 4]
     """
-    flip = np.diag([1.0, -1.0, -1.0, 1.0])
-    return np.linalg.inv(np.asarray(w2c, dtype=np.float64)) @ flip
+    return np.linalg.inv(np.asarray(w2c, dtype=np.float64)) @ GL_CV_FLIP
+
+
+def blender_c2w_to_opencv_w2c(c2w: np.ndarray) -> np.ndarray:
+    """A Blender camera's ``matrix_world`` (looks down −Z, +Y up) → OpenCV ``viewmat``.
+
+    The inverse of :func:`opencv_w2c_to_blender_c2w` (and of ``engine.geometry.cameras.
+    opencv_w2c_to_blender_c2w``). Scale in ``c2w`` is removed (Blender ignores camera scale for
+    the view).
+
+    Args:
+        c2w: camera→world. [4, 4]
+    Returns:
+        world→camera, OpenCV axes (x right, y down, z forward). [4, 4] float64
+    """
+    c2w = np.asarray(c2w, dtype=np.float64).copy()
+    c2w[:3, :3] /= np.linalg.norm(c2w[:3, :3], axis=0, keepdims=True)
+    return GL_CV_FLIP @ np.linalg.inv(c2w)
 
 
 def blender_camera_intrinsics(K: np.ndarray, width: int, height: int,

@@ -1,7 +1,8 @@
-"""Map files ↔ Blender images, and the worker's preview image.
+"""The paintable maps: map files as Blender images, and the material whose base colour is the
+colour map (the Texture Paint target).
 
 Blender reads EXR/PNG with its own loaders; images always reference the files next to the
-avatar (never only packed), so painting can be saved back (:mod:`addon.maps_sync`).
+avatar (never only packed), so painting can be saved back (:mod:`addon.maps.sync`).
 
 What Blender does with our maps (checked with bpy 5.0):
 
@@ -24,13 +25,12 @@ from pathlib import Path
 
 import bpy
 
-from .avatar_files import MapEntry
+from ..files.avatar import MapEntry
+from .bindings import IMAGE_PROP_CHANNELS, IMAGE_PROP_MAP
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PREVIEW_IMAGE_NAME", "load_map_image", "load_preview_image", "is_data_colorspace"]
-
-PREVIEW_IMAGE_NAME = "FATE Preview"
+__all__ = ["load_map_image", "is_data_colorspace", "build_material"]
 
 _DATA_COLORSPACES = {"Non-Color", "Raw", "Linear", "Linear Rec.709", "Linear CIE-XYZ E", "Generic Data"}
 
@@ -68,19 +68,37 @@ def load_map_image(entry: MapEntry, image_name: str) -> bpy.types.Image:
     img.use_half_precision = False  # keep 32-bit floats (DESIGN: Blender facts)
     if is_data_colorspace(img.colorspace_settings.name):
         img.alpha_mode = "CHANNEL_PACKED"  # the 4th channel is data, never premultiplied
-    img["fate_map"] = entry.name
-    img["fate_channels"] = int(entry.channels)
+    img[IMAGE_PROP_MAP] = entry.name
+    img[IMAGE_PROP_CHANNELS] = int(entry.channels)
     return img
 
 
-def load_preview_image(path: str | Path) -> bpy.types.Image:
-    """Shows a worker preview file in the image datablock "FATE Preview" (created or reloaded)."""
-    path = str(Path(path).resolve())
-    img = bpy.data.images.get(PREVIEW_IMAGE_NAME)
-    if img is None:
-        img = bpy.data.images.load(path, check_existing=False)
-        img.name = PREVIEW_IMAGE_NAME
-    else:
-        img.filepath = path
-        img.reload()
-    return img
+def build_material(name: str, images: dict[str, bpy.types.Image]) -> bpy.types.Material:
+    """A material whose base colour is the colour map; every map gets an image node.
+
+    The colour map's node is the active node, i.e. the Texture Paint target.
+    """
+    mat = bpy.data.materials.new(f"{name}_maps")
+    if mat.node_tree is None:  # Blender < 5.0 creates materials without nodes
+        mat.use_nodes = True
+    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    bsdf = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None)
+    if bsdf is None:
+        bsdf = nodes.new("ShaderNodeBsdfPrincipled")
+        out = next((n for n in nodes if n.type == "OUTPUT_MATERIAL"), None) or nodes.new("ShaderNodeOutputMaterial")
+        links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
+    bsdf.inputs["Roughness"].default_value = 0.8
+    order = sorted(images, key=lambda n: (n != "color", n))
+    active = None
+    for i, map_name in enumerate(order):
+        node = nodes.new("ShaderNodeTexImage")
+        node.name = node.label = f"FATE {map_name}"
+        node.image = images[map_name]
+        node.interpolation = "Linear"
+        node.location = (bsdf.location.x - 400, bsdf.location.y - 300 * i)
+        if map_name == "color":
+            links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
+            active = node
+    if active is not None:
+        nodes.active = active
+    return mat

@@ -1,11 +1,11 @@
 """The "FATE Splats" render engine: viewport and final/animation renders of head avatars.
 
-Both paths use the one :class:`.splat_drawer.SplatDrawer`:
+Both paths use the one :class:`.drawer.SplatDrawer`:
 
 - ``view_update`` / ``view_draw`` (3D viewport in Rendered shading): Gaussians are re-placed
   when the depsgraph changes (frame, shape keys, bones, modifiers, object transforms) or the
-  maps change (:func:`tag_maps_changed`, or an image update seen by the depsgraph while
-  painting), re-sorted when the view changes, drawn into an offscreen and shown through
+  maps change (:func:`.runtime.tag_maps_changed`, or an image update seen by the depsgraph
+  while painting), re-sorted when the view changes, drawn into an offscreen and shown through
   Blender's display-space shader (so the view transform applies, as for F12).
 - ``render`` (F12, animations, ``bpy.ops.render.render``; ``bl_use_gpu_context = True`` so it
   also works in background mode): honours the scene camera (perspective / orthographic, lens,
@@ -32,9 +32,11 @@ import time
 import bpy
 import numpy as np
 
-from . import splat_runtime
-from .splat_drawer import SplatDrawer, expected_depth, free_shaders, linear_background_to_encoded
-from .splat_runtime import SplatError, SplatGaussians
+from ..errors import SplatError
+from . import runtime
+from .cameras import camera_from_object, camera_from_view, render_size
+from .drawer import SplatDrawer, expected_depth, free_shaders, linear_background_to_encoded
+from .geometry import SplatGaussians
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,24 @@ def _panel_classes() -> list[type]:
             if c is not None and hasattr(c, "COMPAT_ENGINES")]
 
 
+def world_background(scene: bpy.types.Scene) -> np.ndarray:
+    """The world colour behind the splats, scene linear. [3] float32 (black without a world).
+
+    Uses the world's Background node colour when its node tree has one, else ``world.color``.
+    """
+    world = scene.world
+    if world is None:
+        return np.zeros(3, np.float32)
+    tree = getattr(world, "node_tree", None)
+    if tree is not None:
+        for node in tree.nodes:
+            if node.type == 'BACKGROUND':
+                col = node.inputs["Color"].default_value
+                strength = node.inputs["Strength"].default_value
+                return np.array(col[:3], np.float32) * np.float32(strength)
+    return np.array(world.color[:3], np.float32)
+
+
 class FATE_RE_splats(bpy.types.RenderEngine):
     """Gaussian head avatars as splats (FATE), in the viewport and in final renders."""
 
@@ -97,17 +117,17 @@ class FATE_RE_splats(bpy.types.RenderEngine):
         t_start = time.perf_counter()
         scene = depsgraph.scene
         rd = scene.render
-        width, height = splat_runtime.render_size(rd)
+        width, height = render_size(rd)
         cam_obj = scene.camera
         if cam_obj is None:
             self.report({'ERROR'}, "FATE Splats: the scene has no active camera")
             return
         cam_eval = cam_obj.evaluated_get(depsgraph)
         try:
-            cam = splat_runtime.camera_from_object(
+            cam = camera_from_object(
                 cam_eval, depsgraph, width, height, (rd.pixel_aspect_x, rd.pixel_aspect_y))
             t0 = time.perf_counter()
-            gaussians = splat_runtime.scene_gaussians(depsgraph, resample=True)
+            gaussians = runtime.scene_gaussians(depsgraph, resample=True)
             t_gauss = time.perf_counter() - t0
         except SplatError as exc:
             self.report({'ERROR'}, f"FATE Splats: {exc}")
@@ -117,7 +137,7 @@ class FATE_RE_splats(bpy.types.RenderEngine):
 
         background = None
         if not rd.film_transparent:
-            background = linear_background_to_encoded(splat_runtime.world_background(scene))
+            background = linear_background_to_encoded(world_background(scene))
         drawer = SplatDrawer()
         try:
             drawer.upload(gaussians)
@@ -146,7 +166,7 @@ class FATE_RE_splats(bpy.types.RenderEngine):
         self._view_dirty = True
         for update in depsgraph.updates:
             if isinstance(update.id, bpy.types.Image):
-                splat_runtime.tag_maps_changed(update.id.name)
+                runtime.tag_maps_changed(update.id.name, redraw=False)
 
     def view_texture(self, depsgraph: bpy.types.Depsgraph, region_data, width: int,
                      height: int, sync: bool = False):
@@ -167,20 +187,20 @@ class FATE_RE_splats(bpy.types.RenderEngine):
         scene = depsgraph.scene
         if self._drawer is None:
             self._drawer = SplatDrawer()
-        if self._view_dirty or self._view_generation != splat_runtime.maps_generation():
+        if self._view_dirty or self._view_generation != runtime.maps_generation():
             self._view_dirty = False
-            self._view_generation = splat_runtime.maps_generation()
+            self._view_generation = runtime.maps_generation()
             try:
-                gaussians = splat_runtime.scene_gaussians(depsgraph)
+                gaussians = runtime.scene_gaussians(depsgraph)
             except SplatError as exc:  # logged once per change, then nothing is drawn
                 log.error("FATE Splats viewport: %s", exc)
                 gaussians = SplatGaussians.empty()
             self._drawer.upload(gaussians)
-        cam = splat_runtime.camera_from_view(region_data, width, height)
+        cam = camera_from_view(region_data, width, height)
         encoded = self._drawer.render_texture(cam, with_depth=False, fmt='RGBA16F', sync=sync)
         background = None
         if not scene.render.film_transparent:
-            background = linear_background_to_encoded(splat_runtime.world_background(scene))
+            background = linear_background_to_encoded(world_background(scene))
         return self._drawer.linearized_texture(encoded, background)
 
     def view_draw(self, context: bpy.types.Context, depsgraph: bpy.types.Depsgraph) -> None:
@@ -203,22 +223,6 @@ CLASSES = (FATE_RE_splats,)
 """Classes this module registers (addon/__init__ calls :func:`register`)."""
 
 
-def tag_maps_changed(image_name: str | None = None) -> None:
-    """Call after the map images changed (Sync Maps, edits): viewports re-read their pixels.
-
-    Args:
-        image_name: the changed image, or None for all maps.
-    """
-    splat_runtime.tag_maps_changed(image_name)
-    wm = getattr(bpy.context, "window_manager", None)
-    if wm is None:
-        return
-    for window in wm.windows:
-        for area in window.screen.areas:
-            if area.type == 'VIEW_3D':
-                area.tag_redraw()
-
-
 def register() -> None:
     """Registers the engine and adds it to the existing panels it supports."""
     for cls in CLASSES:
@@ -233,5 +237,5 @@ def unregister() -> None:
         panel.COMPAT_ENGINES.discard(ENGINE_ID)
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)
-    splat_runtime.clear_caches()
+    runtime.clear_caches()
     free_shaders()

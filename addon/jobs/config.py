@@ -1,23 +1,44 @@
 """Job configurations the add-on sends to the engine, and the checks done before starting one.
 
-Standard library only. The keys are the engine's config fields (``engine/train.py: TrainConfig``
-— JSON loading there rejects unknown keys); keep the two in step.
+Standard library only. The keys are the engine's config fields; the engine's dataclass configs
+are the source of truth and ship to the add-on as ``job_schema.json`` next to this module
+(``python -m engine schema`` writes it; format below). :func:`validate_config` checks every
+config the add-on builds against it, so a key or type that drifted fails here, before a job
+starts, with the verb, the key and what is wrong.
+
+``job_schema.json``::
+
+    {"format": "fate-job-schema", "format_version": 1,
+     "jobs": {"<verb>": {"fields": {"<key>": FIELD, ...}}, ...}}
+
+    FIELD = {"type": "str" | "int" | "float" | "bool" | "<elem>_list" | "object",
+             "default": ..., "doc": "...",
+             "choices": [...],       # optional: the allowed values
+             "length": n,            # optional, lists: the required length
+             "fields": {...}}        # "object" only: its FIELDs (no default)
+
+An ``int`` must be a JSON integer, a ``float`` any JSON number, a ``bool`` ``true``/``false``.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 from pathlib import Path
 
-from .errors import SetupError
+from ..errors import SetupError
 
 __all__ = ["DEMO_HEAD", "resolve_head_model", "check_dataset_dir", "check_avatar_dir",
-           "train_config", "bake_config", "FLAME_DOWNLOAD_URL"]
+           "train_config", "bake_config", "FLAME_DOWNLOAD_URL", "SCHEMA_PATH", "load_schema",
+           "validate_config"]
 
 DEMO_HEAD = "demo"
 """``head_model`` value of the engine's procedural demo head (not FLAME), always available."""
 FLAME_DOWNLOAD_URL = "https://flame.is.tue.mpg.de"
+SCHEMA_PATH = Path(__file__).with_name("job_schema.json")
+"""The engine's job config schema, shipped with the add-on (see the module doc)."""
+SCHEMA_FORMAT, SCHEMA_VERSION = "fate-job-schema", 1
 _MODEL_PATTERNS = ("generic_model.pkl", "flame2023*.pkl", "FLAME*.pkl", "*.npz")
 
 
@@ -102,12 +123,15 @@ def train_config(dataset: str | Path, output: str | Path, head_model: str, *, de
         steps: optimisation steps (None = the engine's default).
         resume: continue from ``output/checkpoints/last.*``.
         extra: more TrainConfig fields, passed through.
+    Raises:
+        SetupError: a key or value does not fit the engine's schema (:func:`validate_config`).
     """
     cfg = {"dataset": str(dataset), "output": str(output), "head_model": head_model,
            "device": device.lower(), "resume": bool(resume)}
     if steps:
         cfg["steps"] = int(steps)
     cfg.update(extra or {})
+    validate_config("train", cfg)
     return cfg
 
 
@@ -124,6 +148,8 @@ def bake_config(avatar: str | Path, *, device: str = "auto", resume: bool = Fals
         steps: BakeNet image-objective steps (None = the engine's default).
         appearance_only: bake colour + opacity only (FATE supp. §9).
         extra: more BakeConfig fields, passed through.
+    Raises:
+        SetupError: a key or value does not fit the engine's schema (:func:`validate_config`).
     """
     cfg = {"avatar": str(avatar), "device": device.lower(), "resume": bool(resume),
            "appearance_only": bool(appearance_only)}
@@ -132,4 +158,93 @@ def bake_config(avatar: str | Path, *, device: str = "auto", resume: bool = Fals
     if steps is not None:
         cfg["steps"] = int(steps)
     cfg.update(extra or {})
+    validate_config("bake", cfg)
     return cfg
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    """The job config schema (see the module doc).
+
+    Raises:
+        SetupError: the file is missing, not JSON, or not a ``fate-job-schema`` version 1.
+    """
+    try:
+        schema = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SetupError(f"cannot read the job schema {path} ({exc}): reinstall the extension") from exc
+    found = (schema.get("format"), schema.get("format_version")) if isinstance(schema, dict) else None
+    if found != (SCHEMA_FORMAT, SCHEMA_VERSION) or not isinstance(schema.get("jobs"), dict):
+        raise SetupError(f"{path}: expected a {SCHEMA_FORMAT!r} version {SCHEMA_VERSION} object with "
+                         f"\"jobs\", found (format, version) {found}: reinstall the extension")
+    return schema
+
+
+def validate_config(verb: str, config: dict, schema: dict | None = None) -> None:
+    """Checks a job config against the engine's schema before the job starts.
+
+    Args:
+        verb: the job ("train", "bake", ...).
+        config: the config the add-on will send; keys may be a subset of the schema's.
+        schema: the schema (default: :func:`load_schema`).
+    Raises:
+        SetupError: no schema for ``verb``, an unknown key, a value of the wrong type, a value
+            not in the field's choices, or a list of the wrong length; the message names the
+            verb and the key (``densify.strategy`` inside objects).
+    """
+    schema = load_schema() if schema is None else schema
+    job = schema["jobs"].get(verb)
+    if job is None:
+        raise SetupError(f"{verb} job config: the job schema has no job {verb!r} "
+                         f"(it knows {sorted(schema['jobs'])})")
+    _check_fields(verb, "", job["fields"], config)
+
+
+def _check_fields(verb: str, prefix: str, fields: dict, config: dict) -> None:
+    for key, value in config.items():
+        where = f"{verb} job config: '{prefix}{key}'"
+        spec = fields.get(key)
+        if spec is None:
+            raise SetupError(f"{verb} job config: unknown key '{prefix}{key}' (the engine's "
+                             f"{prefix[:-1] or verb} fields are {sorted(fields)})")
+        if spec["type"] == "object":
+            if not isinstance(value, dict):
+                raise SetupError(f"{where} must be an object, found {_describe(value)}")
+            _check_fields(verb, f"{prefix}{key}.", spec["fields"], value)
+            continue
+        problem = _value_problem(spec, value)
+        if problem:
+            raise SetupError(f"{where} {problem}")
+
+
+_SCALARS = {
+    "str": lambda v: isinstance(v, str),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+}
+
+
+def _value_problem(spec: dict, value) -> str | None:
+    """What is wrong with ``value`` for a non-object field ``spec``, or None."""
+    kind = spec["type"]
+    if kind.endswith("_list"):
+        elem = kind[:-len("_list")]
+        if not isinstance(value, (list, tuple)) or not all(_is(elem, v) for v in value):
+            return f"must be a list of {elem}, found {_describe(value)}"
+        if "length" in spec and len(value) != spec["length"]:
+            return f"must have {spec['length']} values, found {len(value)}"
+    elif not _is(kind, value):
+        return f"must be {'a' if kind != 'int' else 'an'} {kind}, found {_describe(value)}"
+    if "choices" in spec and value not in spec["choices"]:
+        return f"must be one of {spec['choices']}, found {value!r}"
+    return None
+
+
+def _is(kind: str, value) -> bool:
+    if kind not in _SCALARS:
+        raise SetupError(f"the job schema uses an unknown type {kind!r}: update the add-on")
+    return _SCALARS[kind](value)
+
+
+def _describe(value) -> str:
+    return f"{type(value).__name__} {value!r}"

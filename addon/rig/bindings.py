@@ -1,4 +1,16 @@
-"""Where an imported avatar keeps its Gaussian bindings and maps (docs/FORMATS.md, "Blender asset").
+"""How an imported avatar is marked in Blender: the one place for its attribute and custom-property
+names (docs/FORMATS.md, "Blender asset"), and the look-ups built on them.
+
+Objects carry ``fate_role`` = ``"head"`` / ``"rig"`` / ``"camera"`` / ``"bindings"``; scripts may
+instead mark a head mesh with ``fate_avatar = True``. The head object holds
+
+- ``fate_bindings``: the bindings object (below);
+- ``fate_map_<name>`` (e.g. ``fate_map_color``): each map image, written by Import Avatar; or
+  ``fate_maps = {map name: image name}``, an alternative for scripts that wins per map;
+- ``fate_avatar_dir`` (also on the rig): the avatar folder; ``fate_head_model``: its head model.
+
+Map images carry ``fate_map`` (the map name) and ``fate_channels``; the head mesh has the face
+attribute ``fate_mouth`` (the mouth-closing faces).
 
 The bindings live in a mesh object ``<name>_bindings``: one loose vertex per Gaussian at its rest
 position (FLAME canonical, m; parented to the head so it lines up in the viewport, never
@@ -7,9 +19,6 @@ rendered) with point attributes
 - ``fate_face_idx`` (INT): triangle index into the head mesh's polygons,
 - ``fate_bary`` (FLOAT_VECTOR): barycentric coordinates in that triangle,
 - ``fate_uv`` (FLOAT2): texture coordinates, OBJ convention (origin bottom-left).
-
-The head object points at it with the custom property ``fate_bindings`` and at its map images
-with ``fate_map_<name>`` (e.g. ``fate_map_color``); ``fate_avatar_dir`` holds the avatar folder.
 """
 
 from __future__ import annotations
@@ -19,17 +28,34 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-__all__ = ["ATTR_FACE", "ATTR_BARY", "ATTR_UV", "PROP_BINDINGS", "PROP_AVATAR_DIR", "PROP_MAP_PREFIX",
-           "create_bindings_object", "find_bindings_object", "get_bindings", "get_map_images",
-           "get_avatar_dir", "find_head_object"]
+from ..errors import MapsError
+
+__all__ = ["ATTR_FACE", "ATTR_BARY", "ATTR_UV", "ATTR_MOUTH", "PROP_ROLE", "ROLE_HEAD", "ROLE_RIG",
+           "ROLE_CAMERA", "ROLE_BINDINGS", "PROP_AVATAR", "PROP_BINDINGS", "PROP_AVATAR_DIR",
+           "PROP_HEAD_MODEL", "PROP_MAP_PREFIX", "PROP_MAPS", "IMAGE_PROP_MAP", "IMAGE_PROP_CHANNELS",
+           "create_bindings_object", "find_bindings_object", "get_bindings", "is_head_object",
+           "find_head_object", "avatar_map_images", "all_map_images", "get_avatar_dir"]
 
 ATTR_FACE = "fate_face_idx"
 ATTR_BARY = "fate_bary"
 ATTR_UV = "fate_uv"
+ATTR_MOUTH = "fate_mouth"
+"""Face attribute (BOOLEAN) of the head mesh: the mouth-closing faces."""
+PROP_ROLE = "fate_role"
+ROLE_HEAD, ROLE_RIG, ROLE_CAMERA, ROLE_BINDINGS = "head", "rig", "camera", "bindings"
+PROP_AVATAR = "fate_avatar"
+"""Alternative head marker for scripts (``True``): the splat engine draws the object."""
 PROP_BINDINGS = "fate_bindings"
 PROP_AVATAR_DIR = "fate_avatar_dir"
-PROP_ROLE = "fate_role"
+PROP_HEAD_MODEL = "fate_head_model"
 PROP_MAP_PREFIX = "fate_map_"
+"""Head property per map holding its image: ``fate_map_color``, ..."""
+PROP_MAPS = "fate_maps"
+"""Alternative head property: map name → ``bpy.data.images`` name."""
+IMAGE_PROP_MAP = "fate_map"
+"""Image property: the map name ("color", "opacity", ...)."""
+IMAGE_PROP_CHANNELS = "fate_channels"
+"""Image property: the number of meaningful channels of the map file."""
 
 
 def create_bindings_object(name: str, bindings, head_obj: bpy.types.Object, v_template: np.ndarray,
@@ -38,7 +64,7 @@ def create_bindings_object(name: str, bindings, head_obj: bpy.types.Object, v_te
 
     Args:
         name: avatar name.
-        bindings: :class:`addon.avatar_files.Bindings` (face_idx [N] int32, bary [N, 3], uv [N, 2]).
+        bindings: :class:`addon.files.avatar.Bindings` (face_idx [N] int32, bary [N, 3], uv [N, 2]).
         head_obj: the head mesh object.
         v_template: rest vertices, FLAME canonical, m. [V, 3]
         faces: the head's triangles (mesh + mouth). [F+M, 3] int32
@@ -62,7 +88,7 @@ def create_bindings_object(name: str, bindings, head_obj: bpy.types.Object, v_te
     obj.parent = head_obj
     obj.hide_render = True
     obj.hide_select = True
-    obj[PROP_ROLE] = "bindings"
+    obj[PROP_ROLE] = ROLE_BINDINGS
     head_obj[PROP_BINDINGS] = obj
     return obj
 
@@ -114,11 +140,35 @@ def get_bindings(obj: bpy.types.Object) -> tuple[np.ndarray, np.ndarray, np.ndar
     return face_idx, bary.reshape(n, 3), uv.reshape(n, 2)
 
 
-def get_map_images(obj: bpy.types.Object) -> dict[str, bpy.types.Image]:
-    """The map images of an imported avatar, by map name ("color", "opacity", ...)."""
-    obj = _original(find_head_object(obj) or obj)
-    return {key[len(PROP_MAP_PREFIX):]: value for key, value in obj.items()
-            if key.startswith(PROP_MAP_PREFIX) and isinstance(value, bpy.types.Image)}
+def avatar_map_images(obj: bpy.types.Object) -> dict[str, bpy.types.Image]:
+    """The map images of an avatar, by map name ("color", "opacity", ...).
+
+    Reads the head's image pointers ``fate_map_<name>`` and, for the maps it names, its
+    ``fate_maps`` (map name → image name), which wins.
+
+    Args:
+        obj: the head object (original or evaluated), its rig, its bindings or its camera.
+    Returns:
+        map name → image; maps the head does not reference are absent.
+    Raises:
+        MapsError: ``fate_maps`` names an image that is not in ``bpy.data.images``.
+    """
+    head = _original(find_head_object(obj) or obj)
+    images = {key[len(PROP_MAP_PREFIX):]: value for key, value in head.items()
+              if key.startswith(PROP_MAP_PREFIX) and isinstance(value, bpy.types.Image)}
+    names = head.get(PROP_MAPS)
+    for m, image_name in (names.items() if names is not None else ()):
+        img = bpy.data.images.get(str(image_name))
+        if img is None:
+            raise MapsError(f"object '{head.name}': '{PROP_MAPS}[\"{m}\"]' names image "
+                            f"'{image_name}', which is not in bpy.data.images")
+        images[m] = img
+    return images
+
+
+def all_map_images() -> list[bpy.types.Image]:
+    """Every FATE map image of the open file (images with the ``fate_map`` property)."""
+    return [img for img in bpy.data.images if IMAGE_PROP_MAP in img]
 
 
 def get_avatar_dir(obj: bpy.types.Object) -> Path | None:
@@ -128,14 +178,21 @@ def get_avatar_dir(obj: bpy.types.Object) -> Path | None:
     return Path(value) if value else None
 
 
+def is_head_object(obj: bpy.types.Object | None) -> bool:
+    """Whether ``obj`` (original or evaluated) is marked as a FATE head (``fate_role == "head"``
+    or ``fate_avatar``)."""
+    src = _original(obj) if obj is not None else None
+    return src is not None and (src.get(PROP_ROLE) == ROLE_HEAD or bool(src.get(PROP_AVATAR, False)))
+
+
 def find_head_object(obj: bpy.types.Object | None) -> bpy.types.Object | None:
     """The FATE head for a head, its rig, its bindings or its camera; None otherwise."""
     obj = _original(obj) if obj is not None else None
     if obj is None:
         return None
-    if obj.get(PROP_ROLE) == "head":
+    if is_head_object(obj):
         return obj
     for candidate in (obj.parent, *obj.children, *(obj.parent.children if obj.parent else ())):
-        if candidate is not None and candidate.get(PROP_ROLE) == "head":
+        if candidate is not None and is_head_object(candidate):
             return candidate
     return None

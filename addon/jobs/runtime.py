@@ -1,6 +1,6 @@
 """Runs worker jobs from Blender: one active job, polled by a ``bpy.app.timers`` callback.
 
-:func:`tick` (the timer) polls the active :class:`~addon.worker.Job` and hands each event to
+:func:`tick` (the timer) polls the active :class:`~addon.jobs.worker.Job` and hands each event to
 :func:`apply_event`, which writes ``scene.fate`` (progress, stage, loss, PSNR, ETA, messages),
 the status bar text and the "FATE Preview" image, and reports errors with the engine's
 message and the log path. Everything here runs on the main thread; in background mode timers
@@ -20,7 +20,8 @@ from pathlib import Path
 import bpy
 
 from . import worker
-from .errors import WorkerError
+from ..errors import WorkerError
+from .preview import load_preview_image
 from .worker import Job, WorkerClient
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,6 @@ def apply_event(scene: bpy.types.Scene, job: Job, event: dict) -> str | None:
         path = event.get("path")
         if path:
             try:
-                from .images import load_preview_image
-
                 load_preview_image(path)
             except (RuntimeError, OSError) as exc:
                 log.warning("cannot load preview %s: %s", path, exc)
@@ -248,12 +247,14 @@ def _at_exit() -> None:
 
 
 def register() -> None:
+    """Adds the ``load_pre`` handler and the ``atexit`` hook that stop workers."""
     if _on_load_pre not in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.append(_on_load_pre)
     atexit.register(_at_exit)
 
 
 def unregister() -> None:
+    """Stops the active job and every worker, removes the timer, handler and hook."""
     global _active
     stop_all()
     _active = None

@@ -1,0 +1,133 @@
+"""Builds a rigged, animated, paintable Blender head from an avatar folder (the "Import Avatar" step).
+
+Pure functions taking explicit arguments; :class:`operators.avatar.FATE_OT_import_avatar` is a
+thin wrapper. The files are parsed by :mod:`addon.files.avatar`; the parts are built by
+:mod:`.armature`, :mod:`.mesh`, :mod:`.drivers`, :mod:`.tracking`, :mod:`.material` and
+:mod:`.bindings`; the rig maths (why the result equals FLAME's LBS to float precision) is in
+:mod:`addon.rig.flame_math`.
+
+What :func:`import_avatar` creates, in a new collection ``<name>``:
+
+- ``<name>_rig`` (armature object, rotation R_x(+90°) so FLAME's +Y-up head stands up in
+  Blender's +Z-up world; armature data in FLAME coordinates): per joint a deform bone
+  ``<joint>`` (rest head at J0 = J_regressor · v_template, identity rest rotation, quaternion
+  rotation mode) and a hidden mechanism bone ``MCH-<joint>`` between it and its parent whose
+  driven location compensates for the joints moving with the expression.
+- ``<name>`` (mesh, child of the rig with an identity local transform, so its vertex data are
+  FLAME coordinates): faces = mesh + mouth faces (face attribute ``fate_mouth``), UVs
+  ``UVMap``, shape keys ``Basis`` (v_template), ``Exp000``… (exprdirs incl. the learnt ΔE),
+  ``Pose_<joint>_<r><c>`` (posedirs incl. ΔP, driven by the bone rotations), one vertex group
+  per joint (LBS weights) and an Armature modifier (linear blend, no preserve volume).
+- custom properties on the rig: ``fate_dJ_<joint>_<x|y|z>`` = ΔJ (m), driven by the Exp values.
+- tracked sequence as keyframes on frames 1..T (Exp values, joint quaternions, root location =
+  FLAME translation) and ``<name>_camera`` (child of the rig) replaying the training cameras.
+- maps as images ``<name>_<map>`` and a material ``<name>_maps`` whose base colour is the colour
+  map (the active paint slot), and ``<name>_bindings`` (see :mod:`addon.rig.bindings`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from ..files.avatar import AvatarData, read_avatar
+from .armature import add_skinning, build_rig
+from .bindings import PROP_AVATAR_DIR, PROP_HEAD_MODEL, PROP_MAP_PREFIX, create_bindings_object
+from .drivers import add_corrective_drivers, add_joint_offset_drivers
+from .material import build_material, load_map_image
+from .mesh import SLIDER_LIMIT, add_shape_keys, build_head_mesh
+from .tracking import animate_tracking, build_camera
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ImportResult", "import_avatar"]
+
+
+@dataclass
+class ImportResult:
+    """What :func:`import_avatar` created."""
+
+    head: bpy.types.Object
+    rig: bpy.types.Object
+    collection: bpy.types.Collection
+    camera: bpy.types.Object | None = None
+    bindings: bpy.types.Object | None = None
+    material: bpy.types.Material | None = None
+    images: dict[str, bpy.types.Image] = field(default_factory=dict)
+    num_frames: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def import_avatar(folder: str | Path, scene: bpy.types.Scene, context=None, *, name: str | None = None,
+                  with_tracking: bool = True, with_maps: bool = True,
+                  expression_range: float = 3.0) -> ImportResult:
+    """Imports an avatar folder into ``scene`` (see the module doc for what is created).
+
+    Args:
+        folder: avatar folder (blender/head.npz required; tracking.npz, blender/bindings.npz and
+            maps/ are imported when present, otherwise skipped with a warning).
+        scene: scene to add the new collection to (must be ``context.scene``).
+        context: ``bpy.context`` (default: the global one).
+        name: avatar name (default: the folder name).
+        with_tracking: import the tracked sequence and camera.
+        with_maps: import the baked maps and material.
+        expression_range: minimum ± slider range of the expression keys (widened to fit the
+            tracked values, up to Blender's limit of 10).
+    Returns:
+        an :class:`ImportResult` (warnings say what was skipped).
+    Raises:
+        AvatarError: the folder or blender/head.npz is missing or malformed.
+    """
+    context = context or bpy.context
+    data: AvatarData = read_avatar(Path(folder), with_tracking=with_tracking, with_maps=with_maps)
+    head = data.head
+    name = name or data.folder.resolve().name
+    warnings = list(data.warnings)
+
+    collection = bpy.data.collections.new(name)
+    scene.collection.children.link(collection)
+    rig = build_rig(name, head, collection, context)
+    obj = build_head_mesh(name, head, collection, rig)
+    if data.tracking is not None:
+        peak = float(np.abs(data.tracking.expr).max(initial=0.0))
+        if peak > SLIDER_LIMIT:
+            warnings.append(f"tracked expression values reach {peak:.2f}; Blender's shape key "
+                            f"sliders stop at ±{SLIDER_LIMIT:g}")
+        expression_range = max(expression_range, math.ceil(peak))
+    add_shape_keys(obj, head, expression_range)
+    add_skinning(obj, rig, head)
+    add_corrective_drivers(obj, rig, head)
+    add_joint_offset_drivers(obj, rig, head)
+    result = ImportResult(head=obj, rig=rig, collection=collection, warnings=warnings)
+
+    if data.tracking is not None:
+        animate_tracking(obj, rig, head, data.tracking, warnings)
+        result.camera = build_camera(name, data.tracking, rig, collection, scene)
+        result.num_frames = data.tracking.num_frames
+
+    for entry in data.maps:
+        img = load_map_image(entry, f"{name}_{entry.name}")
+        result.images[entry.name] = img
+        obj[PROP_MAP_PREFIX + entry.name] = img
+    if result.images:
+        if "color" not in result.images:
+            warnings.append("maps.json lists no 'color' map: the material has no base colour")
+        result.material = build_material(name, result.images)
+        obj.data.materials.append(result.material)
+
+    if data.bindings is not None:
+        result.bindings = create_bindings_object(name, data.bindings, obj, head.v_template, head.faces,
+                                                 collection)
+    for o in (obj, rig):
+        o[PROP_AVATAR_DIR] = str(data.folder.resolve())
+    obj[PROP_HEAD_MODEL] = head.name
+    if data.tracking is not None:
+        scene.frame_set(scene.frame_start)
+    for w in warnings:
+        log.warning("import %s: %s", name, w)
+    return result

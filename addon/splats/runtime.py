@@ -1,0 +1,252 @@
+"""Splat runtime: bindings + evaluated mesh + map images → world-space Gaussians (numpy).
+
+This is the Blender-side twin of the engine's map re-splatting (``engine/maps.py`` +
+``engine/gaussians.py: place_gaussians``, FATE §3.1 Eq. 2–4 and §3.3). It reads Blender data
+(the evaluated mesh, the map images, the bindings) and caches what does not change per frame;
+the maths is in :mod:`.geometry` (placement) and :mod:`.pixels` (map sampling), the drawing in
+:mod:`.drawer`.
+
+A head object is marked by ``obj["fate_avatar"] = True`` or ``obj["fate_role"] == "head"``
+(:mod:`addon.rig.bindings`); its map images are found through ``obj["fate_maps"] = {map name:
+image name}`` or, failing that, the image pointers ``obj["fate_map_<name>"]``; its bindings come
+from :func:`addon.rig.bindings.get_bindings`.
+
+Map samples are cached per head and re-read when :func:`tag_maps_changed` was called since
+(Sync Maps, painting seen by the viewport) or when final renders ask for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import bpy
+import numpy as np
+
+from ..errors import MapsError, SplatError
+from ..rig.bindings import PROP_MAP_PREFIX, PROP_MAPS, avatar_map_images, get_bindings, is_head_object
+from .geometry import MapSamples, SplatGaussians, place_gaussians
+from .pixels import MAP_NAMES, sample_maps
+
+log = logging.getLogger(__name__)
+
+__all__ = ["maps_generation", "tag_maps_changed", "get_bindings_for", "mesh_arrays", "AvatarRuntime",
+           "avatar_runtime", "clear_caches", "is_avatar", "scene_gaussians"]
+
+# ------------------------------------------------------------------------------ map generation
+_maps_generation = 0
+"""Bumped by :func:`tag_maps_changed`; cached map samples older than this are re-read."""
+
+
+def maps_generation() -> int:
+    """Current map generation (see :func:`tag_maps_changed`)."""
+    return _maps_generation
+
+
+def tag_maps_changed(image_name: str | None = None, *, redraw: bool = True) -> None:
+    """Call after the map images changed (Sync Maps, edits): the next draw re-reads their pixels.
+
+    Args:
+        image_name: the image that changed; None = all maps (e.g. after Sync Maps).
+        redraw: also tag the 3D viewports for redraw (the viewport's own ``view_update``, which
+            draws next anyway, and cache resets need not).
+    """
+    global _maps_generation
+    _maps_generation += 1
+    log.debug("maps changed (%s): generation %d", image_name or "all", _maps_generation)
+    if redraw:
+        _redraw_3d_views()
+
+
+def _redraw_3d_views() -> None:
+    wm = getattr(bpy.context, "window_manager", None)
+    if wm is None:
+        return
+    for window in wm.windows:
+        for area in window.screen.areas:
+            if area.type == 'VIEW_3D':
+                area.tag_redraw()
+
+
+# ------------------------------------------------------------------------------ bindings and mesh
+def _default_bindings(obj: bpy.types.Object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The head object's bindings via :func:`addon.rig.bindings.get_bindings`.
+
+    Raises:
+        SplatError: the object has no bindings.
+    """
+    try:
+        return get_bindings(obj)
+    except KeyError as exc:
+        detail = exc.args[0] if exc.args else exc
+        raise SplatError(f"object '{obj.name}': no Gaussian bindings ({detail})") from exc
+
+
+BindingsProvider = Callable[[bpy.types.Object], "tuple[np.ndarray, np.ndarray, np.ndarray]"]
+get_bindings_for: BindingsProvider = _default_bindings
+"""Returns (face_idx int32 [N], bary float32 [N, 3], uv float32 [N, 2]) of a head object."""
+
+
+
+def mesh_arrays(mesh: bpy.types.Mesh, faces: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Vertex positions and triangle indices of a (possibly evaluated) mesh.
+
+    Args:
+        mesh: the mesh; every polygon must be a triangle (the head mesh is).
+        faces: also read the faces (skip when the topology is cached).
+    Returns:
+        verts [V, 3] float32 (mesh frame, meters), faces [F, 3] int32 (polygon order) or None.
+    Raises:
+        SplatError: a polygon is not a triangle.
+    """
+    nv = len(mesh.vertices)
+    verts = np.empty(nv * 3, dtype=np.float32)
+    mesh.vertices.foreach_get("co", verts)
+    if not faces:
+        return verts.reshape(nv, 3), None
+    nf = len(mesh.polygons)
+    if len(mesh.loops) != 3 * nf:
+        raise SplatError(f"mesh '{mesh.name}': expected triangles only ({nf} polygons → "
+                         f"{3 * nf} corners), found {len(mesh.loops)} corners (did a modifier "
+                         f"change the topology?)")
+    tris = np.empty(nf * 3, dtype=np.int32)
+    mesh.polygons.foreach_get("vertices", tris)
+    return verts.reshape(nv, 3), tris.reshape(nf, 3)
+
+
+# ------------------------------------------------------------------------------ runtime
+def _required_map_images(obj: bpy.types.Object) -> dict[str, bpy.types.Image]:
+    """The head's images of all the maps the runtime needs (:data:`.pixels.MAP_NAMES`).
+
+    Args:
+        obj: the head object (original or evaluated).
+    Returns:
+        map name → image, for all of :data:`.pixels.MAP_NAMES`.
+    Raises:
+        SplatError: a map or its image is missing (see :func:`addon.rig.bindings.avatar_map_images`).
+    """
+    src = getattr(obj, "original", None) or obj
+    try:
+        images = avatar_map_images(src)
+    except MapsError as exc:
+        raise SplatError(str(exc)) from exc
+    for m in MAP_NAMES:
+        if m not in images:
+            raise SplatError(f"object '{src.name}' has no '{m}' map: expected '{PROP_MAPS}' (map "
+                             f"name → image name for {list(MAP_NAMES)}) or an image in "
+                             f"'{PROP_MAP_PREFIX}{m}'; run Sync Maps / re-import the avatar")
+    return {m: images[m] for m in MAP_NAMES}
+
+
+@dataclass
+class AvatarRuntime:
+    """Per head object cache: bindings, faces, and map values at the Gaussians' UVs.
+
+    Attributes:
+        name: the original object's name.
+        face_idx: int32 [N]; bary: [N, 3]; uv: [N, 2] (OBJ convention)
+        samples: map values at ``uv`` (None until first sampled).
+        generation: :func:`maps_generation` when ``samples`` were read.
+        image_names: names of the images ``samples`` were read from (map name → image name).
+    """
+
+    name: str
+    face_idx: np.ndarray
+    bary: np.ndarray
+    uv: np.ndarray
+    samples: MapSamples | None = None
+    generation: int = -1
+    image_names: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_object(cls, obj: bpy.types.Object) -> "AvatarRuntime":
+        """Loads the bindings of a head object.
+
+        Raises:
+            SplatError: the bindings have inconsistent shapes.
+        """
+        src = getattr(obj, "original", None) or obj
+        face_idx, bary, uv = get_bindings_for(src)
+        face_idx = np.ascontiguousarray(face_idx, dtype=np.int32)
+        bary = np.ascontiguousarray(bary, dtype=np.float32)
+        uv = np.ascontiguousarray(uv, dtype=np.float32)
+        n = face_idx.shape[0]
+        if face_idx.ndim != 1 or bary.shape != (n, 3) or uv.shape != (n, 2):
+            raise SplatError(f"object '{src.name}': bindings must be face_idx [N], bary [N, 3], "
+                             f"uv [N, 2]; found {face_idx.shape}, {bary.shape}, {uv.shape}")
+        return cls(src.name, face_idx, bary, uv)
+
+    def map_samples(self, obj: bpy.types.Object, resample: bool = False) -> MapSamples:
+        """Map values at the Gaussians' UVs, re-read when stale.
+
+        Args:
+            obj: the head object (original or evaluated).
+            resample: re-read the images even if the cache is current (final renders do).
+        """
+        images = _required_map_images(obj)
+        names = {m: img.name for m, img in images.items()}
+        if (resample or self.samples is None or self.generation != _maps_generation
+                or names != self.image_names):
+            self.samples = sample_maps(images, self.uv)
+            self.generation = _maps_generation
+            self.image_names = names
+        return self.samples
+
+    def gaussians(self, obj_eval: bpy.types.Object, resample: bool = False) -> SplatGaussians:
+        """World Gaussians on the evaluated mesh of the head object.
+
+        Args:
+            obj_eval: the evaluated head object (``obj.evaluated_get(depsgraph)``).
+            resample: re-read the map images even if the cache is current.
+        Raises:
+            SplatError: the evaluated mesh does not have the faces the bindings refer to.
+        """
+        verts, faces = mesh_arrays(obj_eval.data)
+        if len(self.face_idx) and int(self.face_idx.max()) >= faces.shape[0]:
+            raise SplatError(f"object '{self.name}': bindings refer to face "
+                             f"{int(self.face_idx.max())}, the evaluated mesh has "
+                             f"{faces.shape[0]} faces (did a modifier change the topology?)")
+        samples = self.map_samples(obj_eval, resample=resample)
+        M = np.array(obj_eval.matrix_world, dtype=np.float64)
+        return place_gaussians(verts, faces, self.face_idx, self.bary, samples, M)
+
+
+_RUNTIMES: dict[str, AvatarRuntime] = {}
+
+
+def avatar_runtime(obj: bpy.types.Object) -> AvatarRuntime:
+    """The cached runtime of a head object (created on first use)."""
+    src = getattr(obj, "original", None) or obj
+    rt = _RUNTIMES.get(src.name)
+    if rt is None:
+        rt = AvatarRuntime.from_object(src)
+        _RUNTIMES[src.name] = rt
+    return rt
+
+
+def clear_caches() -> None:
+    """Forgets all cached bindings and map samples (e.g. after re-importing an avatar)."""
+    _RUNTIMES.clear()
+    tag_maps_changed(redraw=False)
+
+
+def is_avatar(obj: bpy.types.Object) -> bool:
+    """Whether the splat engine draws this object."""
+    return obj.type == 'MESH' and is_head_object(obj)
+
+
+def scene_gaussians(depsgraph: bpy.types.Depsgraph, resample: bool = False) -> SplatGaussians:
+    """Gaussians of every visible head object of a depsgraph, concatenated.
+
+    Args:
+        depsgraph: an evaluated depsgraph (viewport or render); its visibility rules apply.
+        resample: re-read all map images.
+    Returns:
+        SplatGaussians in the Blender world frame.
+    """
+    parts = []
+    for ob in depsgraph.objects:
+        if is_avatar(ob):
+            parts.append(avatar_runtime(ob).gaussians(ob, resample=resample))
+    return SplatGaussians.concatenate(parts)
