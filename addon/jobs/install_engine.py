@@ -13,7 +13,9 @@ without running it (used by the tests).
 from __future__ import annotations
 
 import argparse
+import ntpath
 import os
+import posixpath
 import signal
 import subprocess
 import sys
@@ -24,9 +26,14 @@ if __package__:
 else:  # run as a script (python .../addon/jobs/install_engine.py): its folder is sys.path[0]
     import events
 
-PACKAGES = ["gsplat", "smplx", "numpy", "scipy", "safetensors", "imageio", "OpenEXR", "tqdm"]
+PACKAGES = ["smplx", "numpy", "scipy", "safetensors", "imageio", "OpenEXR", "tqdm"]
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
+GSPLAT_WHEEL_INDEX = "https://docs.gsplat.studio/whl/pt{torch}cu{cuda}"
+"""gsplat's own index of prebuilt wheels (compiled CUDA kernels, Linux and Windows), one per
+torch/CUDA pair, e.g. ``pt24cu124`` for torch 2.4 with CUDA 12.4."""
+TORCH_VERSION_PROBE = "import torch; print(torch.__version__, torch.version.cuda or '')"
+"""Run with the new environment's Python: prints torch's version and its CUDA version (or '')."""
 
 _cancel = threading.Event()
 _current: list[subprocess.Popen] = []
@@ -44,21 +51,93 @@ def venv_python(target: str) -> str:
     return os.path.join(target, "bin", "python")
 
 
-def plan(target: str, device: str, python: str) -> list[tuple[str, list[str]]]:
-    """The install steps: (description, command)."""
-    vpy = venv_python(target)
+def gsplat_wheel_index(torch_version: str, cuda_version: str | None) -> str | None:
+    """gsplat's prebuilt-wheel index for a torch/CUDA pair, or None for a CPU-only torch.
+
+    Args:
+        torch_version: ``torch.__version__``, e.g. "2.4.1+cu124".
+        cuda_version: ``torch.version.cuda``, e.g. "12.4"; None or "" for a CPU build.
+    Returns:
+        e.g. "https://docs.gsplat.studio/whl/pt24cu124".
+    """
+    if not cuda_version:
+        return None
+    major, minor = torch_version.split("+")[0].split(".")[:2]
+    return GSPLAT_WHEEL_INDEX.format(torch=f"{major}{minor}", cuda=cuda_version.replace(".", ""))
+
+
+def gsplat_commands(vpy: str, torch_version: str, cuda_version: str | None) -> list[list[str]]:
+    """The ways to install gsplat, tried in order: the prebuilt wheel for this torch/CUDA pair
+    (no compiler needed), then PyPI's package, which compiles its kernels on first use (needs
+    the CUDA toolkit's nvcc and a C++ compiler; ``python -m engine check`` says what is missing).
+    Empty for a CPU-only torch: the engine then uses its PyTorch rasteriser."""
+    index = gsplat_wheel_index(torch_version, cuda_version)
+    if index is None:
+        return []
+    pip = [vpy, "-m", "pip", "install"]
+    return [pip + ["gsplat", "--index-url", index, "--extra-index-url", "https://pypi.org/simple"],
+            pip + ["gsplat"]]
+
+
+class GsplatStep:
+    """The plan's gsplat step: asks the new environment for its torch/CUDA pair, then runs the
+    first of :func:`gsplat_commands` that succeeds."""
+
+    description = "install gsplat (its prebuilt wheel for this torch and CUDA, else the JIT-built package)"
+
+    def __init__(self, vpy: str):
+        self.vpy = vpy
+
+    def __str__(self) -> str:
+        return (f"{self.vpy} -c {TORCH_VERSION_PROBE!r}; then pip install gsplat --index-url "
+                f"{GSPLAT_WHEEL_INDEX.format(torch='<torch>', cuda='<cuda>')} (else PyPI's gsplat)")
+
+    def run(self) -> int:
+        out = subprocess.run([self.vpy, "-c", TORCH_VERSION_PROBE], capture_output=True, text=True)
+        if out.returncode != 0:
+            print(out.stderr, file=sys.stderr, flush=True)
+            return out.returncode
+        torch_version, _, cuda_version = out.stdout.strip().partition(" ")
+        commands = gsplat_commands(self.vpy, torch_version, cuda_version.strip())
+        if not commands:
+            emit("log", level="info", message=f"torch {torch_version} has no CUDA: gsplat is not needed")
+            return 0
+        rc = 1
+        for k, cmd in enumerate(commands):
+            emit("log", level="info", message=("prebuilt gsplat wheel: " if k == 0 else "fallback: ") + " ".join(cmd[3:]))
+            rc = run_step(cmd)
+            if rc == 0 or _cancel.is_set():
+                return rc
+        return rc
+
+
+def plan(target: str, device: str, python: str, platform: str = sys.platform) -> list[tuple[str, object]]:
+    """The install steps: (description, command list or :class:`GsplatStep`).
+
+    Args:
+        target: the new virtual environment's folder.
+        device: "auto", "cuda" or "cpu" (which torch build to install).
+        python: the interpreter that creates the environment (Blender's own).
+        platform: ``sys.platform`` of the machine the plan is for ("linux", "win32", "darwin").
+    """
+    vpy = (ntpath.join(target, "Scripts", "python.exe") if platform == "win32"
+           else posixpath.join(target, "bin", "python"))
     torch_cmd = [vpy, "-m", "pip", "install", "torch"]
-    if device == "cpu" and sys.platform != "darwin":
+    if device == "cpu" and platform != "darwin":
         torch_cmd += ["--index-url", TORCH_CPU_INDEX]
-    elif device in ("auto", "cuda") and sys.platform == "win32":
+    elif device in ("auto", "cuda") and platform == "win32":
         torch_cmd += ["--index-url", TORCH_CUDA_INDEX]  # PyPI's Windows torch is CPU-only
-    return [
+    steps: list[tuple[str, object]] = [
         ("create the virtual environment", [python, "-m", "venv", target]),
         ("upgrade pip", [vpy, "-m", "pip", "install", "--upgrade", "pip"]),
         ("install torch (large download)", torch_cmd),
-        ("install gsplat, smplx and the other packages", [vpy, "-m", "pip", "install", *PACKAGES]),
-        ("check the installation", [vpy, "-c", "import torch, smplx, safetensors; print('torch', torch.__version__)"]),
+        ("install smplx and the other packages", [vpy, "-m", "pip", "install", *PACKAGES]),
     ]
+    if device != "cpu" and platform != "darwin":  # no CUDA on macOS
+        steps.append((GsplatStep.description, GsplatStep(vpy)))
+    steps.append(("check the installation",
+                  [vpy, "-c", "import torch, smplx, safetensors; print('torch', torch.__version__)"]))
+    return steps
 
 
 def _watch_stdin() -> None:
@@ -116,10 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         emit("progress", stage="install", step=i, total=total, eta_s=None)
         emit("log", level="info", message=f"{i + 1}/{total}: {what}")
         if args.dry_run:
-            emit("log", level="debug", message=" ".join(cmd))
+            emit("log", level="debug", message=str(cmd) if isinstance(cmd, GsplatStep) else " ".join(cmd))
             continue
         try:
-            rc = run_step(cmd)
+            rc = cmd.run() if isinstance(cmd, GsplatStep) else run_step(cmd)
         except OSError as exc:
             emit("error", message=f"cannot run {cmd[0]}: {exc}", traceback="")
             return 1

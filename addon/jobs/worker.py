@@ -434,13 +434,25 @@ class WorkerInfo(dict):
     """The JSON that ``python -m engine check`` prints (torch version, device, rasteriser...)."""
 
     def summary(self) -> str:
-        """One line for the preferences: torch version, device, rasteriser."""
+        """One line for the preferences: torch version, device, rasteriser, and how gsplat is
+        installed (prebuilt wheel or JIT build) with what is missing when it cannot work."""
         torch_v = self.get("torch") or self.get("torch_version") or "?"
         device = self.get("device") or "?"
         name = self.get("device_name") or self.get("gpu") or ""
         rast = self.get("rasterizer") or self.get("rasteriser") or self.get("backend") or "?"
         dev = f"{device} ({name})" if name else str(device)
-        return f"torch {torch_v}, device {dev}, rasteriser {rast}"
+        return f"torch {torch_v}, device {dev}, rasteriser {rast}{self.gsplat_note()}"
+
+    def gsplat_note(self) -> str:
+        """", gsplat 1.5.3 (prebuilt wheel)", ", gsplat 1.5.3 (JIT build)", or the problem."""
+        g = self.get("gsplat")
+        if not isinstance(g, dict) or self.get("device") != "cuda":
+            return ""
+        if not g.get("installed"):
+            return ", gsplat not installed (slower PyTorch rasteriser)"
+        kind = {"prebuilt": "prebuilt wheel", "jit": "JIT build"}.get(g.get("kind"), "?")
+        note = f", gsplat {g.get('version') or ''} ({kind})".replace("  ", " ")
+        return note if g.get("usable") else f"{note}: {g.get('problem')}"
 
 
 class WorkerClient:

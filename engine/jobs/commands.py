@@ -60,14 +60,17 @@ def check(args: argparse.Namespace) -> int:
     import torch
 
     from engine.raster import available_backends, default_backend
+    from engine.raster.gsplat_status import gsplat_status
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(json.dumps({
         "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
         "device": device,
         "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "CPU",
         "rasterizer": default_backend(torch.device(device)),
         "backends": available_backends(),
+        "gsplat": gsplat_status().as_dict(),
         "python": sys.version.split()[0],
     }))
     return 0

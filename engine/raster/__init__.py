@@ -14,7 +14,6 @@ Gaussian that would bring its transmittance to ``<= 1e-4`` (3DGS, Kerbl et al. 2
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 from dataclasses import dataclass
 from typing import Literal
@@ -41,12 +40,16 @@ class RenderOutput:
             ``alpha`` for the expected depth. [H, W, 1]
         radii: half-size of each splat's opacity-aware 3σ box (gsplat's rule, the larger of
             the x and y half-sizes), pixels; 0 = culled / not visible. [N] int32
+        means2d: projected centres, pixels (origin at the top-left pixel corner), a non-leaf
+            tensor of the autograd graph: ``retain_grad()`` on it gives the screen-space position
+            gradient that densification uses (3DGS "viewspace points"). [N, 2]
     """
 
     image: Tensor
     alpha: Tensor
     depth: Tensor
     radii: Tensor
+    means2d: Tensor | None = None
 
 
 def covariance_from_rotation_scale(R: Tensor, scales: Tensor) -> Tensor:
@@ -66,19 +69,22 @@ def covariance_from_rotation_scale(R: Tensor, scales: Tensor) -> Tensor:
 
 
 @functools.lru_cache(maxsize=1)
-def _gsplat_importable() -> bool:
-    """Whether the ``gsplat`` package can be found (its kernels load lazily on first use)."""
-    return importlib.util.find_spec("gsplat") is not None
+def _gsplat_usable() -> bool:
+    """Whether gsplat is installed and its CUDA kernels can load (prebuilt, already built, or
+    buildable here: :func:`engine.raster.gsplat_status.gsplat_status`), told without importing it."""
+    from engine.raster.gsplat_status import gsplat_status
+
+    return gsplat_status().usable
 
 
 def available_backends() -> list[str]:
     """Backends usable in this process.
 
     Returns:
-        ``["torch"]``, plus ``"gsplat"`` when CUDA is available and gsplat is installed.
+        ``["torch"]``, plus ``"gsplat"`` when CUDA is available and gsplat's kernels can load.
     """
     backends = ["torch"]
-    if torch.cuda.is_available() and _gsplat_importable():
+    if torch.cuda.is_available() and _gsplat_usable():
         backends.append("gsplat")
     return backends
 
