@@ -19,11 +19,12 @@ Deviations, documented:
    CPU-sized bake is 1–7 dB below the trained avatar after a few hundred steps; this way it is
    within 1 dB after ~150–200 steps, and the colour map keeps about half the direct fit's total
    variation (docs/benchmarks.md).
-2. With ``init="noise"``, BakeNet is first warm-started for ``warmup_steps`` by regressing the
-   trained Gaussians' activated attributes at their UVs (the attribute term of Eq. 26 with a
-   large weight, then switched off or to ``lambda_attr``).
-3. ``base_channels`` and ``depth`` are configurable (FATE: 64 and 4 levels, 64→1024); CPU runs use
-   a narrower net.
+2. ``init="noise"`` is FATE's procedure (its code, docs/FATE_DEVIATIONS.md): FATE's U-Net
+   (:class:`engine.bake.bakenet.FateBakeNet`), fixed U(−1, 1) input, scale cap mean + std of the
+   trained log-scales, rotation and scale regularisers 0.1, constant lr. An optional warm start
+   (``warmup_steps``, default 0 as in FATE) regresses the trained attributes first.
+3. ``base_channels`` and ``depth`` are configurable (FATE: 64 and 4 levels); CPU runs use a
+   narrower net.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.avatar_folder import AvatarFolder
-from engine.bake.bakenet import BakeNet
+from engine.bake.bakenet import make_bakenet
 from engine.bake.channels import ScaleNorm, activate, raw_from_maps, standardise
 from engine.bake.config import BakeConfig
 from engine.bake.direct_fit import direct_fit_maps, gaussian_blur
@@ -53,7 +54,7 @@ from engine.jobs.config import to_dict
 from engine.maps import gaussian_uvs, sample_maps, write_maps
 from engine.model.gaussians import place_gaussians
 from engine.raster import rasterize
-from engine.train.losses import make_perceptual_loss
+from engine.train.losses import make_perceptual_loss, scale_ratio_loss
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +85,14 @@ class Baker:
         with torch.no_grad():
             self.target = {k: v.detach() for k, v in g.activated().items()}
             logs = g.scale_log.detach()
-            self.scale_norm = ScaleNorm(float(logs.mean()), float(logs.max()) + 0.5)
-        self.net = BakeNet(cfg.base_channels, cfg.depth).to(self.device)
+            cap = float(logs.mean() + logs.std()) if cfg.fate_recipe else float(logs.max()) + 0.5
+            self.scale_norm = ScaleNorm(float(logs.mean()), cap)  # FATE: mean + std (its code)
+        self.net = make_bakenet("fate" if cfg.fate_recipe else "residual", cfg.base_channels, cfg.depth).to(self.device)
         gen = torch.Generator().manual_seed(cfg.seed)
-        self.net_input = torch.randn(1, 11, cfg.resolution, cfg.resolution, generator=gen).to(self.device)
+        self.net_input = (torch.rand(1, 11, cfg.resolution, cfg.resolution, generator=gen) * 2 - 1).to(self.device)
         self.base_raw: Tensor | None = None
         if cfg.init == "direct":
             self._init_from_direct_fit()
-        else:
-            self._init_output_bias()
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.perceptual, self.perceptual_name = make_perceptual_loss(
             Path(cfg.vgg_weights) if cfg.vgg_weights else None)
@@ -111,17 +111,6 @@ class Baker:
         base = {k: gaussian_blur(m, self.cfg.base_blur) for k, m in direct.items()} if self.cfg.base_blur > 0 else direct
         self.base_raw = raw_from_maps(base, self.scale_norm, shell)[None].to(self.device)
         self.net_input = standardise(raw_from_maps(direct, self.scale_norm, shell))[None].to(self.device)
-
-    def _init_output_bias(self) -> None:
-        """Starts each output channel at the mean of its target (raw space), so step 0 renders a
-        plausible average avatar."""
-        t = self.target
-        with torch.no_grad():
-            b = self.net.out.bias
-            b[6:9] = torch.logit(t["color"].mean(0).clamp(0.02, 0.98))
-            b[9] = torch.logit(t["opacity"].mean().clamp(0.02, 0.98))
-            b[0:3] = self.scale_norm.inverse(torch.log(t["scale"]).mean(0))
-            b[10] = torch.atanh((t["offset"].mean() / self.loaded.avatar.gaussians.shell).clamp(-0.9, 0.9))
 
     # ------------------------------------------------------------------ attributes
     def maps(self) -> dict[str, Tensor]:
@@ -179,8 +168,10 @@ class Baker:
             loss = loss + cfg.lambda_perceptual * self.perceptual(out.image, gt)
         elif cfg.lambda_dssim > 0:
             loss = loss + cfg.lambda_dssim * self.perceptual(out.image, gt)
-        if cfg.lambda_rotation > 0 and not cfg.appearance_only:
-            loss = loss + cfg.lambda_rotation * vals["rotation"][:, :2].square().sum(-1).mean()  # Eq. 27
+        if cfg.rotation_weight > 0 and not cfg.appearance_only:
+            loss = loss + cfg.rotation_weight * vals["rotation"][:, :2].square().sum(-1).mean()  # Eq. 27
+        if cfg.scale_weight > 0 and not cfg.appearance_only:
+            loss = loss + cfg.scale_weight * scale_ratio_loss(vals["scale"], cfg.scale_ratio)  # Eq. 13
         if cfg.lambda_attr > 0:
             loss = loss + cfg.lambda_attr * sum(F.mse_loss(vals[k], self.target[k])  # Eq. 26
                                                 for k in ("color", "opacity"))
@@ -196,7 +187,7 @@ class Baker:
         """Learning rate of image step ``k`` (0-based): ``lr`` decaying exponentially to
         ``lr_final`` at the last step (a function of the step, so resumed bakes are exact)."""
         cfg = self.cfg
-        return cfg.lr * (cfg.lr_final / cfg.lr) ** (k / max(cfg.steps - 1, 1))
+        return cfg.lr * (cfg.final_lr / cfg.lr) ** (k / max(cfg.steps - 1, 1))
 
     def run(self) -> dict:
         cfg = self.cfg

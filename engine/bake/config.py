@@ -19,27 +19,35 @@ class BakeConfig:
     steps: int = 2000
     """image-objective steps (init="direct" measured converged by ~150 at 128²; init="noise"
     needs ~10k, as in FATE)"""
-    warmup_steps: int = -1
-    """attribute-regression warm-start steps before the image objective (-1: 500 for
-    init="noise", 0 for init="direct", whose starting maps already hold the attributes)"""
+    warmup_steps: int = 0
+    """attribute-regression warm-start steps before the image objective (a deviation from FATE,
+    which has none; 0 = none; a CPU bake from noise may want ~500)"""
     base_channels: int = 64
     """first U-Net width (FATE: 64)"""
     depth: int = 4
     """U-Net down-sampling levels (FATE: 4, i.e. 64→1024)"""
     lr: float = 1e-3
     """Adam learning rate (supp. §7.3)"""
-    lr_final: float = 1e-4
-    """learning rate at the last image step (exponential decay from ``lr``; = lr: constant)"""
+    lr_final: float = -1.0
+    """learning rate at the last image step (exponential decay from ``lr``; = lr: constant;
+    -1: 1e-4 for init="direct", constant ``lr`` for init="noise" as in FATE)"""
     init: Literal["direct", "noise"] = "direct"
     """"direct": BakeNet filters the per-texel fit of the trained Gaussians and adds a residual to
-    its low-passed version (module doc); converges in ~150 steps. "noise": BakeNet maps fixed
-    noise to the maps, as in FATE (needs thousands of steps, i.e. a GPU)"""
+    its low-passed version (module doc); converges in ~150 steps. "noise": FATE's procedure — its
+    U-Net maps fixed U(−1, 1) noise to the maps, scale capped at mean + std, rotation and scale
+    regularisers 0.1 (needs thousands of steps, i.e. a GPU; docs/FATE_DEVIATIONS.md)"""
     base_blur: float = 1.0
     """σ of the Gaussian low-pass of the starting maps when init="direct", in texels"""
     appearance_only: bool = False
     """bake colour + opacity only; keep the trained geometry (supp. §9)"""
-    lambda_rotation: float = 0.0
-    """rotation regulariser ‖r_x‖² + ‖r_y‖² (Eq. 27): flatter splats, smoother maps"""
+    lambda_rotation: float = -1.0
+    """rotation regulariser ‖r_x‖² + ‖r_y‖² (Eq. 27): flatter splats, smoother maps (-1: 0 for
+    init="direct", FATE's 0.1 for init="noise")"""
+    lambda_scale: float = -1.0
+    """scale-ratio regulariser (Eq. 13, r = ``scale_ratio``) on the baked scales (-1: 0 for
+    init="direct", FATE's 0.1 for init="noise")"""
+    scale_ratio: float = 9.0
+    """r of Eq. 13 for ``lambda_scale`` (FATE's code: 9)"""
     lambda_attr: float = 0.0
     """attribute regulariser ‖v − v̄‖² to the trained values (Eq. 26) during the image stage"""
     lambda_dssim: float = 0.2
@@ -67,12 +75,34 @@ class BakeConfig:
 
     @property
     def warmup(self) -> int:
-        """``warmup_steps`` with -1 resolved for ``init``."""
-        if self.warmup_steps >= 0:
-            return self.warmup_steps
-        return 500 if self.init == "noise" else 0
+        """Warm-start steps (``warmup_steps``)."""
+        return self.warmup_steps
+
+    @property
+    def fate_recipe(self) -> bool:
+        """``init="noise"``: FATE's baking procedure (its U-Net, input, scale cap, regularisers)."""
+        return self.init == "noise"
+
+    @property
+    def final_lr(self) -> float:
+        """``lr_final`` with -1 resolved: 1e-4 for init="direct", ``lr`` (constant) for "noise"."""
+        if self.lr_final >= 0:
+            return self.lr_final
+        return self.lr if self.fate_recipe else 1e-4
+
+    @property
+    def rotation_weight(self) -> float:
+        """``lambda_rotation`` with -1 resolved (0.1 for FATE's recipe, else 0)."""
+        return self.lambda_rotation if self.lambda_rotation >= 0 else (0.1 if self.fate_recipe else 0.0)
+
+    @property
+    def scale_weight(self) -> float:
+        """``lambda_scale`` with -1 resolved (0.1 for FATE's recipe, else 0)."""
+        return self.lambda_scale if self.lambda_scale >= 0 else (0.1 if self.fate_recipe else 0.0)
 
     def __post_init__(self):
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be >= 0, found {self.warmup_steps}")
         if self.resolution < 16 or self.resolution % (2 ** self.depth):
             raise ConfigError(f"bake resolution must be >= 16 and divisible by 2^depth = {2 ** self.depth}, "
                               f"found {self.resolution}")

@@ -11,7 +11,10 @@ class BenchConfig:
     """A benchmark run."""
 
     suite: str = "raster"
-    """comma-separated: raster, densify, train, bake"""
+    """comma-separated: raster, render (forward-only FPS), densify, train, bake, fate (round-1 vs
+    FATE-code training settings)"""
+    dataset: str = ""
+    """dataset for the fate suite (default: the synthetic sequence of ``frames`` × ``resolution``)"""
     steps: int = 1500
     """training steps for the densify/train suites"""
     frames: int = 100

@@ -138,7 +138,7 @@ def run_bench(cfg: BenchConfig, sink=None) -> dict:
                      "torch": torch.__version__}
     suites = [s.strip() for s in cfg.suite.split(",") if s.strip()]
     dataset = None
-    if any(s in ("densify", "train", "bake") for s in suites):
+    if any(s in ("densify", "train", "bake") for s in suites) or ("fate" in suites and not cfg.dataset):
         dataset = work / f"synthetic_{cfg.resolution}"
         if not (dataset / "transforms_train.json").exists():
             write_synthetic_dataset(dataset, resolve_head_model("demo"),
@@ -160,6 +160,12 @@ def run_bench(cfg: BenchConfig, sink=None) -> dict:
         if not (avatar / "avatar.json").exists():
             _train_eval(dataset, avatar, cfg.steps, "sampling", device)
         results["bake"] = bench_bake(avatar, work, cfg, device)
+    if "render" in suites:
+        from engine.bench.gpu import bench_render_fps
+        results["render"] = bench_render_fps(device=device, sizes=((cfg.resolution, cfg.resolution), (1920, 1080)))
+    if "fate" in suites:
+        from engine.bench.fate_ablation import run_fate_ablation
+        results["fate"] = run_fate_ablation(Path(cfg.dataset) if cfg.dataset else dataset, work, cfg.steps, device)
     text = format_tables(results)
     import sys
     print(text, file=sys.stderr)

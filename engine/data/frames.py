@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from engine.data.sequence import Sequence, resize_image
+from engine.errors import ConfigError
 
 
 class FrameSchedule:
@@ -51,11 +52,17 @@ class FrameImages:
 
 
 def resize_sequence(seq: Sequence, image_size: int) -> Sequence:
-    """Scales the intrinsics/resolution so the longer side is ``image_size`` px (0 = unchanged)."""
+    """The sequence delivered with its longer side ``image_size`` px (0 or equal: unchanged).
+
+    Intrinsics scale with the image and frames are resized on load
+    (:meth:`engine.data.sequence.Sequence.resized`); the aspect ratio is kept (sides rounded).
+
+    Raises:
+        ConfigError: a negative ``image_size``.
+    """
+    if image_size < 0:
+        raise ConfigError(f"image_size must be >= 0 (0 = as stored), found {image_size}")
     if not image_size or max(seq.width, seq.height) == image_size:
         return seq
     s = image_size / max(seq.width, seq.height)
-    Ks = seq.Ks.clone()
-    Ks[:, :2, :] *= s
-    import dataclasses
-    return dataclasses.replace(seq, Ks=Ks, width=round(seq.width * s), height=round(seq.height * s))
+    return seq.resized(max(1, round(seq.width * s)), max(1, round(seq.height * s)))

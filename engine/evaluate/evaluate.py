@@ -17,6 +17,27 @@ from engine.evaluate.render import load_for_rendering, render_frames
 from engine.io.atomic import write_json
 
 
+PROTOCOL_TRACKED = "tracked"
+"""Test frames rendered with their tracked FLAME parameters and cameras, nothing optimised on
+them (the plain figure)."""
+
+
+def protocol_description(loaded) -> dict:
+    """What the numbers of a metrics file mean, stored beside them (FATE §4; issue 12).
+
+    ``name``: :data:`PROTOCOL_TRACKED`, or the refined protocol's name when test-frame tracking
+    was optimised; ``train_tracking_refined``: whether training optimised per-frame tracking
+    (FATE's code does, supp. §7.1); ``perceptual``: the training's perceptual term; full-image
+    metrics on the dataset's background; SSIM both on the valid region (``ssim``) and
+    zero-padded like FATE's code (``ssim_fate``); LPIPS with the VGG network (FATE: AlexNet).
+    """
+    cfg = loaded.meta.get("config", {})
+    return {"name": PROTOCOL_TRACKED, "train_tracking_refined": bool(cfg.get("refine_tracking", False)),
+            "perceptual": loaded.meta.get("metrics", {}).get("perceptual", "unknown"),
+            "region": "full image", "ssim": "valid region; ssim_fate: zero padding (FATE)",
+            "lpips": "vgg (FATE: alex)"}
+
+
 def run_eval(cfg: EvalConfig, sink=None) -> dict:
     """Computes PSNR/SSIM(/LPIPS) of the avatar's renders on a split and writes metrics JSON."""
     device = resolve_device(cfg.device)
@@ -40,7 +61,7 @@ def run_eval(cfg: EvalConfig, sink=None) -> dict:
         raise ConfigError(f"{cfg.avatar}: no '{cfg.split}' frames to evaluate")
     metrics = evaluate_images(torch.stack(preds), torch.stack(gts), lpips=lpips)
     metrics.update({"split": cfg.split, "frames": len(preds), "from_maps": cfg.from_maps,
-                    "num_gaussians": len(loaded.avatar.gaussians)})
+                    "num_gaussians": len(loaded.avatar.gaussians), "protocol": protocol_description(loaded)})
     out = Path(cfg.out) if cfg.out else loaded.folder.metrics_file(cfg.split, cfg.from_maps)
     write_json(out, metrics)
     metrics["file"] = str(out)

@@ -74,16 +74,19 @@ def psnr(pred: ArrayLike, gt: ArrayLike, mask: ArrayLike | None = None) -> float
     return -10.0 * math.log10(mse)
 
 
-def ssim_metric(pred: ArrayLike, gt: ArrayLike) -> float:
-    """Mean SSIM (Gaussian 11×11 window, σ = 1.5, valid region) in float64.
+def ssim_metric(pred: ArrayLike, gt: ArrayLike, padding: str = "valid") -> float:
+    """Mean SSIM (Gaussian 11×11 window, σ = 1.5) in float64.
 
     Args:
         pred: image in [0, 1]. [H, W, 3] or [B, 3, H, W]
         gt: same shape.
+        padding: "valid" (windows fully inside the image: scikit-image, pytorch-msssim) or
+            "same" (zero padding: FATE's and 3DGS's ``d_ssim``, whose border windows see black,
+            which raises the score on a white-background frame's borders less than on black).
     Returns:
         SSIM in [-1, 1] (1 for identical images).
     """
-    return float(ssim(_as_tensor(pred), _as_tensor(gt), window=11, padding="valid"))
+    return float(ssim(_as_tensor(pred), _as_tensor(gt), window=11, padding=padding))
 
 
 def _normalize_channels(feat: Tensor, eps: float = 1e-10) -> Tensor:
@@ -214,7 +217,9 @@ def evaluate_images(
         masks: optional N masks in [0, 1], each [H, W] or [H, W, 1].
         lpips: the LPIPS metric (see :func:`make_lpips`) or ``None``.
     Returns:
-        ``{"psnr": dB, "ssim": float, "lpips": float or None, "n_images": N}`` (means over images).
+        ``{"psnr": dB, "ssim": float (valid region), "ssim_fate": float (zero-padded, as FATE's
+        code computes it), "lpips": float or None, "lpips_net": "vgg" or None, "n_images": N}``
+        (means over images).
     """
     n = len(preds)
     if len(gts) != n or (masks is not None and len(masks) != n):
@@ -223,8 +228,9 @@ def evaluate_images(
             f"{'no' if masks is None else len(masks)} masks"
         )
     if n == 0:
-        return {"psnr": math.nan, "ssim": math.nan, "lpips": None, "n_images": 0}
-    psnrs, ssims, lpipss = [], [], []
+        return {"psnr": math.nan, "ssim": math.nan, "ssim_fate": math.nan, "lpips": None, "lpips_net": None,
+                "n_images": 0}
+    psnrs, ssims, ssims_fate, lpipss = [], [], [], []
     for i in range(n):
         p = _as_tensor(preds[i]).clamp(0.0, 1.0)
         g = _as_tensor(gts[i])
@@ -245,6 +251,7 @@ def evaluate_images(
         psnrs.append(psnr(p, g, m))
         pm, gm = (p, g) if m is None else (p * m, g * m)
         ssims.append(ssim_metric(pm, gm))
+        ssims_fate.append(ssim_metric(pm, gm, padding="same"))
         if lpips is not None:
             dev = lpips.shift.device
             with torch.no_grad():
@@ -253,6 +260,8 @@ def evaluate_images(
     return {
         "psnr": float(np.mean(psnrs)),
         "ssim": float(np.mean(ssims)),
+        "ssim_fate": float(np.mean(ssims_fate)),
         "lpips": float(np.mean(lpipss)) if lpips is not None else None,
+        "lpips_net": "vgg" if lpips is not None else None,
         "n_images": n,
     }

@@ -7,6 +7,8 @@ the initial one, :func:`frame_inputs` gives a frame's FLAME parameters and camer
 
 from __future__ import annotations
 
+import copy
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +23,8 @@ from engine.model.gaussians import UVGaussians
 from engine.model.head_model import HeadModel
 from engine.model.tracking import TrackingRefinement
 from engine.raster import rasterize
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,6 +82,30 @@ def build_avatar(head: HeadModel, seq: Sequence, device: torch.device, *, uv_res
     tracking = TrackingRefinement(len(seq), seq.expr.shape[1], seq.pose.shape[1],
                                   enabled=refine_tracking).to(device)
     return Avatar(head, flame, faces, gaussians, blendshapes, tracking)
+
+
+def match_coefficients(seq: Sequence, head: HeadModel) -> Sequence:
+    """The sequence with no more shape / expression coefficients than the head model has.
+
+    A dataset tracked with fewer coefficients than the model (IMavatar/NerFace: 50 expression
+    coefficients; FLAME 2020 has 100) is used as it is: the missing components count as zero and
+    ΔE is learnt for the dataset's count (FATE slices the basis the same way). A dataset with more
+    coefficients than the model has them dropped, with a warning (their motion is lost).
+
+    Returns:
+        ``seq`` itself, or a shallow copy with ``shape`` [S'] and ``expr`` [T, E'] cut to the model.
+    """
+    cut_s = seq.shape.shape[0] > head.num_shape
+    cut_e = seq.expr.shape[1] > head.num_expr
+    if not (cut_s or cut_e):
+        return seq
+    log.warning("%s has %d shape / %d expression coefficients, the head model %r %d / %d: using the "
+                "first %d / %d", seq.root, seq.shape.shape[0], seq.expr.shape[1], head.name, head.num_shape,
+                head.num_expr, min(seq.shape.shape[0], head.num_shape), min(seq.expr.shape[1], head.num_expr))
+    out = copy.copy(seq)
+    out.shape = seq.shape[: head.num_shape]
+    out.expr = seq.expr[:, : head.num_expr]
+    return out
 
 
 def frame_inputs(av: Avatar, seq: Sequence, i: int, device: torch.device):

@@ -12,7 +12,8 @@ has FLAME's structure, so every code path runs unchanged:
   grid is denser over the face; it is exactly mirror-symmetric in x;
 - two eye holes whose rims hug separate eyeball spheres (skinned 100 % to the eye
   joints), and a mouth slit whose inner-lip loop is a mesh boundary, closed by
-  :func:`engine.mouth.mouth_closing_faces` like FLAME's;
+  :func:`engine.model.mouth.mouth_closing_faces` like FLAME's, with their own UV island
+  (:mod:`engine.model.mouth_uv`);
 - 5 joints root / neck / jaw / left_eye / right_eye with FLAME's parents
   [-1, 0, 1, 1, 1], a vertex joint regressor, smooth skinning weights, pose
   correctives in smplx layout (zero except a jaw-opening corrective);
@@ -54,7 +55,7 @@ from engine.model.demo_head_mesh import (
     smoothstep,
 )
 from engine.model.head_model import FLAME_JOINT_NAMES, HeadModel
-from engine.model.mouth import mouth_closing_faces
+from engine.model.mouth_uv import close_mouth
 
 __all__ = [
     "DEMO_HEAD_NAME",
@@ -335,7 +336,7 @@ def build_demo_head(seed: int = 0) -> HeadModel:
     posedirs[9 + 7, :, 2] = -0.004 * cheek
     posedirs = posedirs.reshape((J - 1) * 9, V * 3)
 
-    mouth_faces, mouth_faces_uv = mouth_closing_faces(faces, faces_uv, verts)
+    uvs, mouth_faces, mouth_faces_uv = close_mouth(uvs, faces, faces_uv, verts)
     return HeadModel(
         name=DEMO_HEAD_NAME,
         v_template=verts,
@@ -350,7 +351,7 @@ def build_demo_head(seed: int = 0) -> HeadModel:
         uvs=uvs,
         faces_uv=faces_uv,
         mouth_faces=mouth_faces,
-        mouth_faces_uv=mouth_faces_uv if mouth_faces_uv is not None else np.zeros((0, 3)),
+        mouth_faces_uv=mouth_faces_uv,
     )
 
 

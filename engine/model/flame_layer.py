@@ -72,6 +72,20 @@ class FlameLayer(nn.Module):
             )
         return x.expand(batch, -1)
 
+    def _with_delta_exprdirs(self, delta: Tensor) -> Tensor:
+        """The expression basis with ΔE added to its first E_d components (FATE Eq. 5). [V, 3, E]
+
+        Raises:
+            HeadModelError: ΔE is not [V, 3, E_d] with E_d ≤ E.
+        """
+        V, _, E = self.exprdirs.shape
+        if delta.ndim != 3 or tuple(delta.shape[:2]) != (V, 3) or delta.shape[2] > E:
+            raise HeadModelError(f"FlameLayer delta_exprdirs: expected [{V}, 3, E_d <= {E}], "
+                                 f"found {tuple(delta.shape)}")
+        delta = delta.to(device=self.exprdirs.device, dtype=self.exprdirs.dtype)
+        k = delta.shape[2]
+        return torch.cat([self.exprdirs[:, :, :k] + delta, self.exprdirs[:, :, k:]], dim=2)
+
     def forward(
         self,
         shape: Tensor | None,
@@ -91,7 +105,9 @@ class FlameLayer(nn.Module):
             shape: identity coefficients, or None for zeros. [B, S'] or [1, S']
             expr: expression coefficients, or None for zeros. [B, E'] or [1, E']
             pose: axis-angle per joint (root, neck, jaw, eyes for FLAME), rad. [B, J*3]
-            delta_exprdirs: learnt expression-basis offset, meters. [V, 3, E]
+            delta_exprdirs: learnt expression-basis offset, meters, for the first E_d ≤ E
+                components (a dataset tracked with fewer coefficients than the model learns
+                ΔE for those only, as FATE slices the basis to the dataset's count). [V, 3, E_d]
             delta_posedirs: learnt pose-corrective offset. [(J-1)*9, V*3]
             delta_vertices: learnt template offset, meters. [V, 3]
         Returns:
@@ -114,11 +130,7 @@ class FlameLayer(nn.Module):
 
         exprdirs = self.exprdirs
         if delta_exprdirs is not None:
-            if tuple(delta_exprdirs.shape) != tuple(exprdirs.shape):
-                raise HeadModelError(
-                    f"FlameLayer delta_exprdirs: expected {tuple(exprdirs.shape)}, found {tuple(delta_exprdirs.shape)}"
-                )
-            exprdirs = exprdirs + delta_exprdirs.to(device=dev, dtype=dt)
+            exprdirs = self._with_delta_exprdirs(delta_exprdirs)
         posedirs = self.posedirs
         if delta_posedirs is not None:
             if tuple(delta_posedirs.shape) != tuple(posedirs.shape):

@@ -4,7 +4,8 @@ A :class:`HeadModel` holds the arrays of a FLAME-style linear blend-skinned head
 the FLAME canonical frame (meters, right-handed, +Y up, +Z out of the face): the
 template, shape / expression bases, pose correctives, joint regressor, kinematic
 tree, skinning weights, one UV layout (OBJ convention, origin bottom-left) and the
-mouth-closing faces FATE adds between the lips (see :mod:`engine.model.mouth`).
+mouth-closing faces FATE adds between the lips (see :mod:`engine.model.mouth`), with their own
+UV island (:mod:`engine.model.mouth_uv`).
 
 :func:`load_head_model` reads what users bring (FLAME 2020 ``generic_model.pkl``,
 FLAME 2023 pickles, ``.npz`` files with the pickle's keys, or a folder with one of
@@ -34,6 +35,7 @@ from engine.io.atomic import write_npz
 from engine.io.flame_pickle import load_flame_pickle
 from engine.io.obj import read_obj
 from engine.model.mouth import mouth_closing_faces
+from engine.model.mouth_uv import close_mouth
 
 logger = logging.getLogger(__name__)
 
@@ -273,6 +275,21 @@ def _find_in_folder(folder: Path) -> Path:
     )
 
 
+def _template_mouth_faces(obj_faces: np.ndarray, obj_faces_uv: np.ndarray,
+                          model_faces: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The mouth faces a UV template adds after the model's own faces (FATE's
+    ``head_template_mouth_close.obj``: FLAME's 9,976 faces, then the mouth's, with an island of
+    their own), or None when the template's faces are not the model's plus extra ones.
+
+    Returns:
+        (mouth_faces [M, 3] int64, mouth_faces_uv [M, 3] int64).
+    """
+    F = len(model_faces)
+    if len(obj_faces) <= F or not np.array_equal(obj_faces[:F], model_faces):
+        return None
+    return obj_faces[F:].astype(np.int64), obj_faces_uv[F:].astype(np.int64)
+
+
 def _from_arrays(d: dict[str, Any], source: Path, obj_path: Path | None) -> HeadModel:
     """Builds a HeadModel from a dict with FLAME pickle keys (or our own npz keys)."""
 
@@ -358,11 +375,17 @@ def _from_arrays(d: dict[str, Any], source: Path, obj_path: Path | None) -> Head
             )
         if len(obj.faces_uv) == 0 or obj.faces_uv.min() < 0:
             raise HeadModelError(f"{obj_path}: every face corner needs a 'vt' index (v/vt)")
-        if obj.faces.shape != faces.shape or not np.array_equal(obj.faces, faces):
+        uvs, faces_uv = obj.uvs, obj.faces_uv
+        template_mouth = _template_mouth_faces(obj.faces, obj.faces_uv, faces)
+        if template_mouth is not None:
+            logger.info("%s: the template brings %d mouth faces of its own (with their UVs); using them",
+                        obj_path, len(template_mouth[0]))
+            d = {**d, "mouth_faces": template_mouth[0], "mouth_faces_uv": template_mouth[1]}
+            faces_uv = obj.faces_uv[: len(faces)]
+        elif obj.faces.shape != faces.shape or not np.array_equal(obj.faces, faces):
             logger.warning("%s: faces differ from %s; using the .obj faces (they carry the UVs)",
                            obj_path, source)
             faces = obj.faces
-        uvs, faces_uv = obj.uvs, obj.faces_uv
     if uvs is None or faces_uv is None:
         raise HeadModelError(
             f"{source}: no UV layout: the file has no 'vt'/'ft' and no {_UV_TEMPLATE_NAME} "
@@ -381,8 +404,7 @@ def _from_arrays(d: dict[str, Any], source: Path, obj_path: Path | None) -> Head
                 raise HeadModelError(f"{source}: mouth_faces given without mouth_faces_uv")
         mouth_faces_uv = _dense(muv).astype(np.int64).reshape(-1, 3)
     else:
-        mouth_faces, mouth_faces_uv = mouth_closing_faces(faces, faces_uv, v_template)
-        assert mouth_faces_uv is not None
+        uvs, mouth_faces, mouth_faces_uv = close_mouth(uvs, faces, faces_uv, v_template)
 
     return HeadModel(
         name=name,
@@ -463,6 +485,21 @@ def load_head_model(path: str | os.PathLike, obj_path: str | os.PathLike | None 
     return model
 
 
+def flame_version(model: HeadModel) -> str | None:
+    """"2020", "2023" or None (not a FLAME model, or the version cannot be told).
+
+    Told from the name the loader gives (the file name: ``generic_model.pkl`` is FLAME 2020,
+    ``flame2023*.pkl`` is 2023), the only place the two versions differ for a reader: both have
+    5,023 vertices, 300 shape and 100 expression components, but not the same bases.
+    """
+    name = model.name.lower()
+    if "2023" in name:
+        return "2023"
+    if "2020" in name or "generic_model" in name:
+        return "2020"
+    return None
+
+
 def model_info(model_or_path: HeadModel | str | os.PathLike) -> dict[str, Any]:
     """A JSON-ready summary of a head model (``python -m engine model-info PATH``).
 
@@ -483,6 +520,7 @@ def model_info(model_or_path: HeadModel | str | os.PathLike) -> dict[str, Any]:
         "expr_dim": m.num_expr,
         "pose_dim": m.num_joints * 3,
         "joint_names": list(m.joint_names),
+        "flame_version": flame_version(m),
         "sha256": m.sha256(),
     }
 

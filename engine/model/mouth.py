@@ -30,7 +30,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["boundary_loops", "select_mouth_loop", "mouth_closing_faces"]
+__all__ = ["boundary_loops", "select_mouth_loop", "lip_chains", "chain_arc_length", "mouth_closing_faces"]
 
 
 def _directed_boundary_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,12 +128,7 @@ def _strip_between_chains(upper: np.ndarray, lower: np.ndarray, v: np.ndarray) -
     len(upper) + len(lower) - 4 + 2 triangles (no degenerate ones), unoriented.
     """
 
-    def arclen(chain: np.ndarray) -> np.ndarray:
-        seg = np.linalg.norm(np.diff(v[chain], axis=0), axis=1)
-        t = np.concatenate([[0.0], np.cumsum(seg)])
-        return t / t[-1] if t[-1] > 0 else np.linspace(0.0, 1.0, len(chain))
-
-    ta, tb = arclen(upper), arclen(lower)
+    ta, tb = chain_arc_length(upper, v), chain_arc_length(lower, v)
     p, q = len(upper) - 1, len(lower) - 1
     i = j = 0
     tris: list[tuple[int, int, int]] = []
@@ -147,6 +142,38 @@ def _strip_between_chains(upper: np.ndarray, lower: np.ndarray, v: np.ndarray) -
         if len(set(tri)) == 3:
             tris.append(tri)
     return tris
+
+
+def lip_chains(faces: np.ndarray, vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The inner-lip loop split at its mouth corners (module docstring, steps 1–3).
+
+    Args:
+        faces: triangles. [F, 3] int64
+        vertices: rest positions, FLAME canonical frame, meters. [V, 3]
+    Returns:
+        (upper, lower): vertex chains [Lu], [Ll] int64, both from the left corner (smallest x)
+        to the right corner (largest x); or None (logged) when the mesh has no inner-lip loop.
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    loops = boundary_loops(np.asarray(faces, dtype=np.int64))
+    loop = select_mouth_loop(loops, v)
+    if loop is None:
+        logger.warning("no inner-lip boundary loop found among %d loops: no mouth faces", len(loops))
+        return None
+    n = len(loop)
+    k_left = int(np.argmin(v[loop, 0]))
+    k_right = int(np.argmax(v[loop, 0]))
+    # Two chains from the left corner to the right corner, one each way round the loop.
+    fwd = np.array([loop[(k_left + s) % n] for s in range(((k_right - k_left) % n) + 1)])
+    bwd = np.array([loop[(k_left - s) % n] for s in range(((k_left - k_right) % n) + 1)])
+    return (fwd, bwd) if v[fwd, 1].mean() >= v[bwd, 1].mean() else (bwd, fwd)
+
+
+def chain_arc_length(chain: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """Normalised arc length along a vertex chain: 0 at its first vertex, 1 at its last. [L]"""
+    seg = np.linalg.norm(np.diff(np.asarray(vertices, np.float64)[chain], axis=0), axis=1)
+    t = np.concatenate([[0.0], np.cumsum(seg)])
+    return t / t[-1] if t[-1] > 0 else np.linspace(0.0, 1.0, len(chain))
 
 
 def mouth_closing_faces(
@@ -171,22 +198,11 @@ def mouth_closing_faces(
     f = np.asarray(faces, dtype=np.int64)
     v = np.asarray(vertices, dtype=np.float64)
     empty = np.zeros((0, 3), dtype=np.int64)
-    loops = boundary_loops(f)
-    loop = select_mouth_loop(loops, v)
-    if loop is None:
-        logger.warning("no inner-lip boundary loop found among %d loops: no mouth faces", len(loops))
+    chains = lip_chains(f, v)
+    if chains is None:
         return empty, (None if faces_uv is None else empty.copy())
-
-    n = len(loop)
-    k_left = int(np.argmin(v[loop, 0]))
-    k_right = int(np.argmax(v[loop, 0]))
-    # Two chains from the left corner to the right corner, one each way round the loop.
-    fwd = np.array([loop[(k_left + s) % n] for s in range(((k_right - k_left) % n) + 1)])
-    bwd = np.array([loop[(k_left - s) % n] for s in range(((k_left - k_right) % n) + 1)])
-    if v[fwd, 1].mean() >= v[bwd, 1].mean():
-        upper, lower = fwd, bwd
-    else:
-        upper, lower = bwd, fwd
+    upper, lower = chains
+    n = len(upper) + len(lower) - 2
     tris = np.asarray(_strip_between_chains(upper, lower, v), dtype=np.int64).reshape(-1, 3)
 
     # Orientation: a closing face must traverse each loop edge b -> a where the mesh has a -> b.

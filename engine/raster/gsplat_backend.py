@@ -74,4 +74,4 @@ def rasterize_gsplat(means: Tensor, covars: Tensor, opacities: Tensor, colors: T
     if radii.dim() == 2:
         radii = radii.max(-1).values
     return RenderOutput(image=render[0, ..., :3], alpha=alphas[0], depth=render[0, ..., 3:4],
-                        radii=radii.to(torch.int32))
+                        radii=radii.to(torch.int32), means2d=meta["means2d"][0])

@@ -539,7 +539,7 @@ def rasterize_torch(means: Tensor, covars: Tensor, opacities: Tensor, colors: Te
     if background is not None:
         image = image + (1.0 - alpha) * background.to(dtype=dtype, device=means.device)
     return RenderOutput(image=image, alpha=alpha, depth=out[..., 3:4],
-                        radii=proj.radii_xy.max(-1).values)
+                        radii=proj.radii_xy.max(-1).values, means2d=proj.means2d)
 
 
 def make_benchmark_scene(n: int, res: int, seed: int = 0, device: str | torch.device = "cpu",

@@ -46,7 +46,9 @@ class TrainConfig:
     lr_offset: float = 1.6e-3
     """supp. §7.2 (applied to the pre-tanh offset)"""
     lr_blendshapes: float = 1e-5
-    """learnable blendshapes ΔE, ΔP, Δ (supp. §7.2)"""
+    """learnable blendshapes ΔE, ΔP (supp. §7.2; FATE's code: 1e-5)"""
+    lr_delta_vertices: float = 1e-4
+    """learnable template offset Δ (Eq. 5; FATE's code: 1e-4, ten times ΔE's)"""
     learn_blendshapes: bool = True
     """optimise ΔE, ΔP and Δ (Eq. 5)"""
     lambda_perceptual: float = 0.1
@@ -55,14 +57,15 @@ class TrainConfig:
     """weight of D-SSIM, used as the perceptual term when no VGG weights are supplied"""
     vgg_weights: str = ""
     """VGG16 weights file (torchvision state_dict .pth or .safetensors); empty = D-SSIM"""
-    lambda_lap: float = 100.0
-    """λ2, Laplacian smoothness of the learnt deformation (Eq. 14)"""
+    lambda_lap: float = 1e5
+    """λ2, Laplacian smoothness of the learnt deformation (Eq. 14; the paper's text says 100, the
+    code that produced its numbers uses 1e5 with the same mean-squared uniform Laplacian)"""
     lambda_flame: float = 100.0
     """λ3, L2 to the plain FLAME vertices (Eq. 14)"""
     lambda_scale: float = 0.1
     """λ4, scale-ratio term (Eq. 13)"""
-    scale_ratio: float = 5.0
-    """r of Eq. 13: largest allowed ratio of major to minor axis"""
+    scale_ratio: float = 9.0
+    """r of Eq. 13: largest allowed ratio of major to minor axis (FATE's code: 9)"""
     refine_tracking: bool = False
     """optimise per-frame expression, pose and camera corrections (supp. §7.1)"""
     lr_tracking: float = 5e-4

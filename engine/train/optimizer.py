@@ -9,7 +9,11 @@ from engine.train.config import TrainConfig
 
 
 def make_optimizer(av: Avatar, cfg: TrainConfig) -> torch.optim.Adam:
-    """Adam with FATE's per-attribute learning rates (supp. §7.2)."""
+    """Adam with FATE's per-attribute learning rates (supp. §7.2; Δ at FATE's code's 1e-4).
+
+    Groups: sh0, opacity_logit, scale_log, rotation, offset_raw; blendshapes (ΔE, ΔP) and
+    delta_vertices (Δ) when learnt; tracking when refined.
+    """
     g = av.gaussians
     groups = [
         {"params": [g.sh0], "lr": cfg.lr_color, "name": "sh0"},
@@ -19,8 +23,10 @@ def make_optimizer(av: Avatar, cfg: TrainConfig) -> torch.optim.Adam:
         {"params": [g.offset_raw], "lr": cfg.lr_offset, "name": "offset_raw"},
     ]
     if cfg.learn_blendshapes:
-        groups.append({"params": list(av.blendshapes.parameters()), "lr": cfg.lr_blendshapes,
+        bs = av.blendshapes
+        groups.append({"params": [bs.delta_exprdirs, bs.delta_posedirs], "lr": cfg.lr_blendshapes,
                        "name": "blendshapes"})
+        groups.append({"params": [bs.delta_vertices], "lr": cfg.lr_delta_vertices, "name": "delta_vertices"})
     if cfg.refine_tracking:
         groups.append({"params": list(av.tracking.parameters()), "lr": cfg.lr_tracking, "name": "tracking"})
     return torch.optim.Adam(groups, eps=1e-15, foreach=True)

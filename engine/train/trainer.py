@@ -19,8 +19,9 @@ from engine.data import load_sequence
 from engine.data.frames import FrameImages, FrameSchedule, resize_sequence
 from engine.device import resolve_device
 from engine.errors import CancelledError, ConfigError
-from engine.model.avatar import Avatar, build_avatar, frame_inputs
+from engine.model.avatar import Avatar, build_avatar, frame_inputs, match_coefficients
 from engine.model.head_model import HeadModel
+from engine.model.provenance import check_tracking_model
 from engine.model.resolve import resolve_head_model
 from engine.raster import default_backend, rasterize
 from engine.train import losses
@@ -36,6 +37,11 @@ from engine.train.optimizer import make_optimizer
 
 log = logging.getLogger(__name__)
 
+PERCEPTUAL_FALLBACK_WARNING = (
+    "No VGG16 weights given: the perceptual term is D-SSIM x{weight:g}, not FATE's VGG x0.1 "
+    "(Eq. 12). Numbers are not comparable with the paper's. Supply torchvision's vgg16 weights "
+    "(vgg16-397923af.pth or a .safetensors of it) with --vgg_weights PATH; see README, 'VGG weights'.")
+
 
 class Trainer:
     """Runs the optimisation loop with events, checkpoints, cancel and resume."""
@@ -50,7 +56,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.folder = AvatarFolder(cfg.output)
-        self.seq = resize_sequence(load_sequence(Path(cfg.dataset)), cfg.image_size)
+        self.seq = match_coefficients(resize_sequence(load_sequence(Path(cfg.dataset)), cfg.image_size), head)
+        self.tracking_model = check_tracking_model(Path(cfg.dataset), head)
         self.train_idx = self.seq.indices("train")
         if not self.train_idx:
             raise ConfigError(f"{cfg.dataset}: the dataset has no training frames")
@@ -102,8 +109,10 @@ class Trainer:
         if cfg.resume and has_checkpoint(self.folder):
             load_checkpoint(self.folder, self.state, self.device)
             self._log(f"resumed from step {self.step}")
+        if self.perceptual_name != "vgg":
+            self._log(PERCEPTUAL_FALLBACK_WARNING.format(weight=cfg.lambda_dssim), level="warning")
         self._log(f"training on {self.device} with the '{self._backend_name()}' rasteriser, "
-                  f"{len(self.avatar.gaussians)} Gaussians, perceptual term: {self.perceptual_name}")
+                  f"{len(self.avatar.gaussians)} Gaussians, perceptual term: {self.perceptual_term()}")
         schedule = FrameSchedule(self.train_idx, cfg.seed)
         t0 = time.time()
         stats = {"loss": float("nan"), "psnr": float("nan")}
@@ -121,7 +130,8 @@ class Trainer:
         self.folder.save(self.avatar, self.seq, self.cfg, metrics={
             "train_loss": stats["loss"], "train_psnr_last": stats["psnr"],
             "num_gaussians": len(self.avatar.gaussians), "seconds": time.time() - t0,
-            "device": str(self.device), "rasterizer": self._backend_name(), "steps": self.step})
+            "device": str(self.device), "rasterizer": self._backend_name(), "steps": self.step,
+            "perceptual": self.perceptual_term(), "dataset_tracked_with": self.tracking_model})
         return {"avatar": str(self.folder.root), "num_gaussians": len(self.avatar.gaussians),
                 "seconds": time.time() - t0}
 
@@ -132,7 +142,7 @@ class Trainer:
         verts, verts_ref = av.posed_vertices(shape[None], expr[None], pose[None], trans[None])
         g = av.gaussians.place(verts[0], av.faces)
         out = rasterize(g.means, g.covars, g.opacities, g.colors, cam, self.background, backend=self.backend)
-        info = {"means": g.means, "radii": out.radii}
+        info = {"means": g.means, "means2d": out.means2d, "radii": out.radii}
         self.strategy.step_pre_backward(self.state.densify_state, info)
         gt = self.frames.get(i)
         l1 = (out.image - gt).abs().mean()
@@ -182,13 +192,20 @@ class Trainer:
         write_png(path, both)
         return path
 
+    def perceptual_term(self) -> str:
+        """The perceptual term as trained, e.g. "vgg x0.1" (FATE, Eq. 12) or "dssim x0.2 (no VGG
+        weights; FATE: vgg x0.1)" — written into avatar.json so every number says which it was."""
+        if self.perceptual_name == "vgg":
+            return f"vgg x{self.cfg.lambda_perceptual:g}"
+        return f"dssim x{self.cfg.lambda_dssim:g} (no VGG weights; FATE: vgg x0.1)"
+
     def _backend_name(self) -> str:
         return default_backend(self.device) if self.backend == "auto" else self.backend
 
-    def _log(self, msg: str) -> None:
-        log.info(msg)
+    def _log(self, msg: str, level: str = "info") -> None:
+        log.log(logging.WARNING if level == "warning" else logging.INFO, msg)
         if self.sink is not None:
-            self.sink.log(msg)
+            self.sink.log(msg, level=level)
 
 
 def train(cfg: TrainConfig, sink=None, cancel=None) -> dict:

@@ -174,7 +174,23 @@ def test_noise_init_warm_start_regresses_the_attributes(trained_avatar, tmp_path
     baker.run()
     assert colour_error() < 0.75 * before  # measured 0.116 → 0.072
     assert (d / "maps" / "color.exr").exists()
-    assert BakeConfig(init="noise").warmup == 500 and BakeConfig().warmup == 0
+    # FATE's recipe (issue 12): no warm-up, constant lr, rotation and scale regularisers 0.1
+    fate, ours = BakeConfig(init="noise"), BakeConfig()
+    assert (fate.warmup, fate.final_lr, fate.rotation_weight, fate.scale_weight) == (0, 1e-3, 0.1, 0.1)
+    assert (ours.warmup, ours.final_lr, ours.rotation_weight, ours.scale_weight) == (0, 1e-4, 0.0, 0.0)
+
+
+def test_fate_bakenet_is_fates_unet():
+    """init="noise" uses FATE's U-Net: BatchNorm, bilinear up-sampling, 512 channels at the bottom."""
+    from engine.bake.bakenet import FateBakeNet
+
+    net = FateBakeNet(64, 4)
+    bottom = net.down[-1]
+    assert bottom[0].out_channels == 512 and net.down[-2][0].out_channels == 512
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 18  # 9 blocks × 2
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
+    x = torch.rand(1, 11, 32, 32) * 2 - 1
+    assert net(x).shape == (1, 11, 32, 32)
 
 
 def test_cancelled_bake_resumes_to_the_same_maps(trained_avatar, tmp_path):

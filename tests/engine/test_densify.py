@@ -85,7 +85,8 @@ def test_schedule_adds_fixed_count_prunes_and_resets():
     m, _, _ = _model(100)
     opt = _optimizer(m)
     cfg = DensifyConfig(strategy="sampling", start=1, every=2, count=10, prune_every=4,
-                        prune_opacity=0.05, reset_every=4, reset_opacity=0.01, max_gaussians=10_000)
+                        prune_opacity=0.05, reset_every=4, reset_opacity=0.01, max_gaussians=10_000,
+                        gradient="world")
     d = make_strategy(cfg)
     state = d.initialize_state(len(m))
     _accumulate(d, state, torch.rand(len(m), 3), torch.ones(len(m), dtype=torch.bool))
@@ -102,7 +103,7 @@ def test_schedule_adds_fixed_count_prunes_and_resets():
 def test_budget_is_respected():
     m, _, _ = _model(100)
     opt = _optimizer(m)
-    d = make_strategy(DensifyConfig(start=1, every=1, count=1000, max_gaussians=120))
+    d = make_strategy(DensifyConfig(start=1, every=1, count=1000, max_gaussians=120, gradient="world"))
     state = d.initialize_state(len(m))
     _accumulate(d, state, torch.rand(len(m), 3), torch.ones(len(m), dtype=torch.bool))
     d.step_post_update(state, 1, m, opt)
@@ -137,3 +138,36 @@ def test_reset_zeroes_opacity_moments():
     _fake_step(m, opt)
     reset_opacity(m, opt, 0.01)
     assert torch.count_nonzero(opt.state[m.opacity_logit]["exp_avg"]) == 0
+
+
+def test_fate_sampling_uses_the_summed_screen_gradient_and_shrinks_children():
+    """FATE's code: importance = Σ‖∂L/∂μ₂ᴅ‖ over the steps a Gaussian was drawn (not the mean of
+    the 3D gradient), children at 0.75 of the parent's scale."""
+    m, _, _ = _model(4)
+    opt = _optimizer(m)
+    d = make_strategy(DensifyConfig(strategy="sampling", start=1, every=1, count=2000, prune_every=0,
+                                    reset_every=0, gradient="screen", child_scale=0.75))
+    state = d.initialize_state(len(m))
+    for visible in ([True, True, False, False], [True, False, False, False]):
+        means2d = torch.zeros(4, 2, requires_grad=True)
+        means2d.grad = torch.tensor([[3.0, 4.0], [0.0, 1.0], [9.0, 9.0], [0.0, 0.0]])  # norms 5, 1, .., 0
+        d.step_post_backward(state, {"means": None, "means2d": means2d, "radii": torch.tensor(visible).float()})
+    torch.testing.assert_close(state["grad_accum"], torch.tensor([10.0, 1.0, 0.0, 0.0]))  # summed, visible only
+    torch.testing.assert_close(d.importance(state), state["grad_accum"])
+    m.sh0.data = torch.arange(4.0)[:, None].expand(4, 3).clone()  # tag each parent by its colour
+    scale_before = m.scale_log.detach().clone()
+    out = d.step_post_update(state, 1, m, opt, torch.Generator().manual_seed(0))
+    assert out["added"] == 2000
+    parent = m.sh0[4:, 0].round().long()  # children inherit the parent's attributes
+    share = torch.bincount(parent, minlength=4).float() / 2000
+    torch.testing.assert_close(share, torch.tensor([10 / 11, 1 / 11, 0.0, 0.0]), atol=0.03, rtol=0)  # Eq. 6
+    torch.testing.assert_close(m.scale_log[4:], scale_before[parent] + torch.log(torch.tensor(0.75)), atol=1e-5, rtol=0)
+
+
+def test_world_gradient_keeps_the_round1_mean_rule():
+    m, _, _ = _model(3)
+    d = make_strategy(DensifyConfig(strategy="sampling", gradient="world", child_scale=1.0))
+    state = d.initialize_state(len(m))
+    for _ in range(2):
+        _accumulate(d, state, torch.tensor([[2.0, 0, 0], [0, 0, 0], [1.0, 0, 0]]), torch.tensor([True, True, False]))
+    torch.testing.assert_close(d.importance(state), torch.tensor([2.0, 0.0, 0.0]))  # mean over visible steps

@@ -8,8 +8,10 @@ saved in checkpoints as it is) and calls three hooks per step::
     strategy.step_post_backward(state, info)        # after backward, before optimizer.step()
     counts = strategy.step_post_update(state, step, model, optimizer, generator)  # after step()
 
-``info`` holds the step's world-space Gaussian means ``means`` [N, 3] (meters) and screen radii
-``radii`` [N] (pixels, 0 = not drawn). Every strategy prunes transparent Gaussians and resets
+``info`` holds the step's world-space Gaussian means ``means`` [N, 3] (meters), their projected
+centres ``means2d`` [N, 2] (pixels; may be None) and screen radii ``radii`` [N] (pixels, 0 = not
+drawn). A strategy accumulates the norm of ∂L/∂μ (``gradient_source = "world"``) or of ∂L/∂μ₂ᴅ
+(``"screen"``). Every strategy prunes transparent Gaussians and resets
 opacities on the same schedule (supp. §7.2); a subclass decides which Gaussians get a child
 (:meth:`Strategy.select_parents`).
 """
@@ -40,6 +42,11 @@ class Strategy:
     def __init__(self, config: DensifyConfig):
         self.config = config
 
+    @property
+    def gradient_source(self) -> str:
+        """Which position gradient the statistics hold: "world" (∂L/∂μ, meters) or "screen"."""
+        return "world"
+
     # ------------------------------------------------------------------ state
     def initialize_state(self, num_gaussians: int, device: torch.device | str = "cpu") -> dict[str, Tensor]:
         """Fresh statistics for ``num_gaussians`` Gaussians: ``grad_accum`` (Σ‖∂L/∂μ‖ over the
@@ -63,15 +70,27 @@ class Strategy:
         return state["grad_accum"] / state["grad_count"].clamp_min(1.0)
 
     # ------------------------------------------------------------------ hooks
+    def _tracked(self, info: dict[str, Any]) -> Tensor | None:
+        """The (non-leaf) tensor whose gradient the statistics accumulate."""
+        if self.gradient_source == "screen":
+            if info.get("means2d") is None:
+                raise ConfigError("densify.gradient 'screen' needs the rasteriser's projected centres "
+                                  "(means2d), which this rasteriser did not return")
+            return info["means2d"]
+        return info["means"]
+
     def step_pre_backward(self, state: dict[str, Tensor], info: dict[str, Any]) -> None:
-        """Asks autograd to keep ∂L/∂μ of the (non-leaf) world means."""
-        if info["means"].requires_grad:
-            info["means"].retain_grad()
+        """Asks autograd to keep the gradient of the tracked positions (they are not leaves)."""
+        tracked = self._tracked(info)
+        if tracked is not None and tracked.requires_grad:
+            tracked.retain_grad()
 
     @torch.no_grad()
     def step_post_backward(self, state: dict[str, Tensor], info: dict[str, Any]) -> None:
-        """Adds ‖∂L/∂μ‖ (μ in meters) of the Gaussians drawn this step (``radii > 0``)."""
-        grad = info["means"].grad
+        """Adds the gradient norm (‖∂L/∂μ‖, meters, or ‖∂L/∂μ₂ᴅ‖, pixels) of the Gaussians drawn
+        this step (``radii > 0``) and counts the step."""
+        tracked = self._tracked(info)
+        grad = None if tracked is None else tracked.grad
         if grad is None:
             return
         visible = info["radii"] > 0
@@ -103,6 +122,9 @@ class Strategy:
         return out
 
     # ------------------------------------------------------------------ edits
+    child_scale: float = 1.0
+    """Scale multiplier of every new child (on top of a split's ``scale_factor``)."""
+
     def select_parents(self, state: dict[str, Tensor], model: UVGaussians, room: int,
                        generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
         """Which Gaussians get a child (at most ``room``), and an optional per-parent scale factor
@@ -120,7 +142,7 @@ class Strategy:
         parents, scale_factor = self.select_parents(state, model, room, generator)
         if parents.numel() == 0:
             return 0
-        add_children(model, optimizer, parents, generator, scale_factor)
+        add_children(model, optimizer, parents, generator, scale_factor, child_scale=self.child_scale)
         state.update(self.initialize_state(len(model), state["grad_accum"].device))
         return int(parents.numel())
 

@@ -29,14 +29,27 @@ class DensifyConfig:
     """prune every N steps"""
     prune_opacity: float = 5e-3
     """prune Gaussians with opacity below this"""
-    reset_every: int = 6000
-    """reset opacities every N steps (0 = never)"""
+    reset_every: int = 60_000
+    """reset opacities every N steps (0 = never); FATE's code: 60k, i.e. never within its schedule
+    (supp. §7.2 of the paper text says 6k)"""
     reset_opacity: float = 0.01
     """opacities are clamped to at most this at a reset"""
     max_gaussians: int = 100_000
     """budget: densification never exceeds it"""
+    gradient: Literal["screen", "world"] = "screen"
+    """sampling: the importance of Eq. 6 — "screen": ‖∂L/∂μ₂ᴅ‖ of the projected centres (pixels)
+    summed over the steps a Gaussian was drawn, as FATE's code does; "world": the mean ‖∂L/∂μ‖ of
+    the 3D centres (meters), this project's round-1 rule. The threshold strategy always uses the
+    world-space mean (its ``grad_threshold`` is in those units)."""
+    child_scale: float = 0.75
+    """sampling: scale multiplier of each new child (FATE's code: 0.75; 1 = the parent's scale)"""
 
     def __post_init__(self):
+        from engine.errors import ConfigError
+
         if self.strategy not in ("sampling", "threshold", "none"):
-            from engine.errors import ConfigError
             raise ConfigError(f"densify.strategy must be 'sampling', 'threshold' or 'none', found {self.strategy!r}")
+        if self.gradient not in ("screen", "world"):
+            raise ConfigError(f"densify.gradient must be 'screen' or 'world', found {self.gradient!r}")
+        if not 0 < self.child_scale <= 4:
+            raise ConfigError(f"densify.child_scale must be in (0, 4], found {self.child_scale}")

@@ -7,6 +7,8 @@ resets the optimiser.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -14,10 +16,12 @@ from engine.model.gaussians import UVGaussians, inverse_sigmoid, random_barycent
 
 
 def add_children(model: UVGaussians, optimizer: torch.optim.Optimizer, parents: Tensor,
-                 generator: torch.Generator | None = None, scale_factor: Tensor | None = None) -> None:
+                 generator: torch.Generator | None = None, scale_factor: Tensor | None = None,
+                 child_scale: float = 1.0) -> None:
     """Appends one child per parent at a random barycentric point of the parent's face (Eq. 7–8),
-    inheriting the parent's attributes. With ``scale_factor``, parent and child scales are multiplied
-    by it (3DGS split)."""
+    inheriting the parent's attributes. With ``scale_factor`` [P], parent and child scales are
+    multiplied by it (3DGS split); ``child_scale`` multiplies the children's scales only (FATE's
+    code shrinks sampled children by 0.75)."""
     n = len(model)
     bary_new = random_barycentric(parents.numel(), generator).to(model.bary.device)
     src = torch.cat([torch.arange(n, device=parents.device), parents])
@@ -28,6 +32,8 @@ def add_children(model: UVGaussians, optimizer: torch.optim.Optimizer, parents: 
         log_f = torch.log(scale_factor)[:, None].to(model.scale_log.device)
         model.scale_log.data[parents] += log_f
         model.scale_log.data[n:] += log_f
+    if child_scale != 1.0:
+        model.scale_log.data[n:] += math.log(child_scale)
 
 
 def reset_opacity(model: UVGaussians, optimizer: torch.optim.Optimizer, value: float) -> None:
