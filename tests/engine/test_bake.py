@@ -71,6 +71,23 @@ def test_appearance_only_baking_cost_is_bounded(trained_avatar, trained_metrics,
     assert json.loads((d / "maps" / "maps.json").read_text())["bake_config"]["appearance_only"] is True
 
 
+def test_per_texel_density_renders_the_baked_maps(baked_avatar, baked_metrics):
+    """eval --from_maps --texel_stride 1: one Gaussian per covered texel of the 128² maps, sized to
+    the texel; the render stays close to the baked avatar's (the geometry maps are replaced by
+    texel-sized discs, so some quality is given up for paint fidelity)."""
+    from engine.evaluate.config import EvalConfig
+    from engine.evaluate.evaluate import run_eval
+    from engine.geometry.uv import island_mask
+    from engine.model.demo_head import build_demo_head
+
+    head = build_demo_head()
+    m = run_eval(EvalConfig(avatar=str(baked_avatar), split="test", from_maps=True, texel_stride=1, device="cpu",
+                            out=str(baked_avatar / "metrics_texel.json")))
+    assert m["num_gaussians"] == int(island_mask(head.uvs, head.faces_uv_all, 128).sum())
+    assert m["texel_stride"] == 1
+    assert m["psnr"] >= baked_metrics["psnr"] - 3.0, (m["psnr"], baked_metrics["psnr"])
+
+
 def test_maps_files_and_manifest(baked_avatar):
     maps_dir = baked_avatar / "maps"
     manifest = json.loads((maps_dir / "maps.json").read_text())
