@@ -130,6 +130,34 @@ def covered_texels(corner_uvs: np.ndarray, width: int, height: int, stride: int 
     return f.astype(np.int32), bc.astype(np.float32), uv.astype(np.float32)
 
 
+def _face_texel_shapes(rest_verts: np.ndarray, faces: np.ndarray, corner_uvs: np.ndarray, width: int,
+                       height: int, stride: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per face: the texel Gaussian's scale multiples [F, 3] and its angle about the normal [F] (rad).
+
+    Faces with a degenerate UV triangle get zeros (no texel centre falls inside them).
+    """
+    v = np.asarray(rest_verts, np.float64)
+    tri = v[np.asarray(faces)]  # [F, 3, 3]
+    t = np.asarray(corner_uvs, np.float64)  # [F, 3, 2]
+    dP = np.stack([tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]], -1)  # [F, 3, 2]
+    dT = np.stack([t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]], -1)  # [F, 2, 2]
+    det = dT[:, 0, 0] * dT[:, 1, 1] - dT[:, 0, 1] * dT[:, 1, 0]
+    ok = np.abs(det) > 1e-20
+    inv = np.stack([np.stack([dT[:, 1, 1], -dT[:, 0, 1]], -1), np.stack([-dT[:, 1, 0], dT[:, 0, 0]], -1)], -2)
+    inv /= np.where(ok, det, 1.0)[:, None, None]
+    J = dP @ inv  # m per UV unit, [F, 3, 2]
+    step = J * (np.array([stride / width, stride / height]) * sigma)  # one texel block · σ
+    R_f, k_f, _ = face_frames(v.astype(np.float32), np.asarray(faces))
+    local = np.einsum("fji,fjk->fik", R_f.astype(np.float64), step)[:, :2]  # in-plane, face frame
+    C = local @ local.transpose(0, 2, 1)  # tangent covariance, m², [F, 2, 2]
+    theta = 0.5 * np.arctan2(2.0 * C[:, 0, 1], C[:, 0, 0] - C[:, 1, 1])
+    mean, half = 0.5 * (C[:, 0, 0] + C[:, 1, 1]), 0.5 * (C[:, 0, 0] - C[:, 1, 1])
+    rad = np.sqrt(half ** 2 + C[:, 0, 1] ** 2)
+    s1, s2 = np.sqrt(np.maximum(mean + rad, 0.0)), np.sqrt(np.maximum(mean - rad, 0.0))
+    scale = np.stack([s1, s2, THICKNESS * s2], -1) / np.maximum(k_f.astype(np.float64), 1e-12)[:, None]
+    return np.where(ok[:, None], scale, 0.0), np.where(ok, theta, 0.0)
+
+
 def texel_splats(rest_verts: np.ndarray, faces: np.ndarray, corner_uvs: np.ndarray, width: int,
                  height: int, stride: int = 1, sigma: float = TEXEL_SIGMA) -> TexelSplats:
     """Per-texel Gaussians of a map size (see the module doc for their shape).
@@ -145,22 +173,8 @@ def texel_splats(rest_verts: np.ndarray, faces: np.ndarray, corner_uvs: np.ndarr
         :class:`TexelSplats`.
     """
     face_idx, bary, uv = covered_texels(corner_uvs, width, height, stride)
-    v = np.asarray(rest_verts, np.float64)
-    tri = v[np.asarray(faces)[face_idx]]  # [N, 3, 3]
-    t = np.asarray(corner_uvs, np.float64)[face_idx]  # [N, 3, 2]
-    dP = np.stack([tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]], -1)  # [N, 3, 2]
-    dT = np.stack([t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]], -1)  # [N, 2, 2]
-    J = dP @ np.linalg.inv(dT)  # m per UV unit, [N, 3, 2]
-    step = J * (np.array([stride / width, stride / height]) * sigma)  # one texel block · σ
-    R_f, k_f, _ = face_frames(verts=v.astype(np.float32), faces=np.asarray(faces))
-    R_f, k_f = R_f[face_idx].astype(np.float64), k_f[face_idx].astype(np.float64)
-    local = np.einsum("nji,njk->nik", R_f, step)[:, :2]  # in-plane, face frame [N, 2, 2]
-    C = local @ local.transpose(0, 2, 1)  # tangent covariance, m²
-    theta = 0.5 * np.arctan2(2.0 * C[:, 0, 1], C[:, 0, 0] - C[:, 1, 1])
-    mean, half = 0.5 * (C[:, 0, 0] + C[:, 1, 1]), 0.5 * (C[:, 0, 0] - C[:, 1, 1])
-    rad = np.sqrt(half ** 2 + C[:, 0, 1] ** 2)
-    s1, s2 = np.sqrt(np.maximum(mean + rad, 0.0)), np.sqrt(np.maximum(mean - rad, 0.0))
-    scale = np.stack([s1, s2, THICKNESS * s2], -1) / np.maximum(k_f, 1e-12)[:, None]
+    scale, theta = _face_texel_shapes(rest_verts, faces, corner_uvs, width, height, stride, sigma)
     rotation = np.zeros((len(face_idx), 3))
-    rotation[:, 2] = theta
+    rotation[:, 2] = theta[face_idx]
+    scale = scale[face_idx]
     return TexelSplats(face_idx, bary, uv, scale.astype(np.float32), rotation.astype(np.float32))
