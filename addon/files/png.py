@@ -6,13 +6,13 @@ same folder, then ``os.replace``), like every file of the avatar folder.
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import write_bytes
 
 __all__ = ["encode_png", "write_png"]
 
@@ -52,13 +52,4 @@ def write_png(path: Path, array: np.ndarray) -> None:
         ValueError: see :func:`encode_png`.
         OSError: the folder is not writable.
     """
-    path = Path(path)
-    data = encode_png(array)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(Path(path), encode_png(array))
