@@ -272,3 +272,12 @@ def test_cycles_background_render_keeps_unsynced_paint(avatar):
     img = result.images["color"]
     assert img.is_dirty
     np.testing.assert_array_equal(_pixels(img), painted.reshape(-1))
+
+
+def test_preview_ranges_are_the_engines():
+    """The Blender side draws previews over the ranges the engine writes them with."""
+    pytest.importorskip("torch", reason="torch is not installed (engine.maps needs it)")
+    from addon.files.avatar import PREVIEW_RANGES
+    from engine.maps import MAP_SPECS
+
+    assert PREVIEW_RANGES == {name: spec.preview_range for name, spec in MAP_SPECS.items()}
