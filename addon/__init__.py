@@ -5,7 +5,7 @@
 - :mod:`.rig`: the imported avatar as Blender data (rig maths, keyframes, markers, map images,
   Import Avatar);
 - :mod:`.splats`: splat runtime, GPU drawer and the "FATE Splats" render engine;
-- :mod:`.maps`: Sync Maps;
+- :mod:`.maps`: Sync Maps, Restore Previous Maps, backups and previews, the paint guard;
 - :mod:`.jobs`: the worker client, job configs, the active job;
 - :mod:`.ui`: preferences and scene properties;
 - :mod:`.demo`: the Blender half of the developers' main job (not shipped in the extension).
@@ -31,14 +31,16 @@ RENDER_ENGINE_STATUS: str = "not loaded"
 
 
 def register() -> None:
-    """Registers properties and preferences, the job handlers and the render engine."""
+    """Registers properties and preferences, the job handlers, the paint guard and the render engine."""
     global RENDER_ENGINE_STATUS
     from .jobs import runtime as job_runtime
+    from .maps import guard
     from .ui import preferences, properties
 
     properties.register()
     preferences.register()
     job_runtime.register()
+    guard.register()
     try:
         from .splats import render_engine
 
@@ -53,6 +55,7 @@ def unregister() -> None:
     """Stops any running worker, removes handlers and timers, unregisters in reverse order."""
     global RENDER_ENGINE_STATUS
     from .jobs import runtime as job_runtime
+    from .maps import guard
     from .ui import preferences, properties
 
     if RENDER_ENGINE_STATUS == "registered":
@@ -63,6 +66,7 @@ def unregister() -> None:
         except Exception:  # noqa: BLE001
             log.exception("FATE: render engine unregister failed")
     RENDER_ENGINE_STATUS = "not loaded"
+    guard.unregister()
     job_runtime.unregister()
     preferences.unregister()
     properties.unregister()

@@ -16,6 +16,7 @@ file                           content                                      writ
 ``tracking.npz``               per-frame FLAME parameters and cameras       :meth:`AvatarFolder.save`
 ``blender/head.npz``           head for Import Avatar (Δ folded in)         :meth:`AvatarFolder.save`
 ``blender/bindings.npz``       Gaussian face / barycentric / UV             :meth:`AvatarFolder.save`
+``blender/gaussians.npz``      the Gaussians' activated attributes          :meth:`AvatarFolder.save`
 ``checkpoints/last.*``         resumable training state                     ``engine.train.checkpoint``
 ``maps/``                      baked UV maps + ``maps.json``                ``engine.maps.write_maps``
 ``bakenet.safetensors``        BakeNet weights and input                    ``engine.bake``
@@ -62,6 +63,7 @@ class AvatarFolder:
     TRACKING = "tracking.npz"
     BLENDER_HEAD = "blender/head.npz"
     BLENDER_BINDINGS = "blender/bindings.npz"
+    BLENDER_GAUSSIANS = "blender/gaussians.npz"
     MAPS = "maps"
     BAKENET = "bakenet.safetensors"
     MAPS_CHECKPOINT = "maps_checkpoint.safetensors"
@@ -147,9 +149,11 @@ class AvatarFolder:
 
     @torch.no_grad()
     def _export_blender(self, avatar: "Avatar", seq: "Sequence") -> None:
-        """``blender/head.npz`` + ``blender/bindings.npz``: the head with the subject's shape
-        applied and the learnt ΔE, ΔP, Δ folded into its bases, so Blender's shape keys + armature
-        reproduce the engine's deformation (docs/FORMATS.md)."""
+        """``blender/head.npz`` + ``blender/bindings.npz`` + ``blender/gaussians.npz``: the head with
+        the subject's shape applied and the learnt ΔE, ΔP, Δ folded into its bases, so Blender's
+        shape keys + armature reproduce the engine's deformation, where each Gaussian sits, and its
+        activated attributes in the maps' units, which Blender renders until the avatar is baked
+        (docs/FORMATS.md)."""
         head, bs = avatar.head, avatar.blendshapes
         dev = avatar.faces.device
         n_expr = bs.delta_exprdirs.shape[-1]
@@ -170,6 +174,8 @@ class AvatarFolder:
         uv = (bary[:, :, None] * uvs[head.faces_uv_all[face_idx]]).sum(axis=1)
         write_npz(self.path(self.BLENDER_BINDINGS), face_idx=face_idx.astype(np.int32), bary=bary,
                   uv=uv.astype(np.float32))
+        write_npz(self.path(self.BLENDER_GAUSSIANS),
+                  **{k: v.detach().cpu().numpy().astype(np.float32) for k, v in g.activated().items()})
 
     # ------------------------------------------------------------------ load
     def read_meta(self) -> dict:
@@ -249,18 +255,34 @@ def load_avatar(path: str | Path, device: torch.device | str = "cpu") -> LoadedA
     return AvatarFolder(path).load(device)
 
 
+def expression_names(head: "HeadModel", count: int) -> list[str] | None:
+    """Names of a head model's first ``count`` expression components, when it has names.
+
+    The demo head names its blendshapes (:data:`engine.model.demo_head.DEMO_EXPRESSION_NAMES`);
+    FLAME's components are unnamed principal components (None).
+    """
+    from engine.model.demo_head import DEMO_EXPRESSION_NAMES, DEMO_HEAD_NAME
+
+    if head.name == DEMO_HEAD_NAME and count <= len(DEMO_EXPRESSION_NAMES):
+        return list(DEMO_EXPRESSION_NAMES[:count])
+    return None
+
+
 def write_blender_head(path: Path, head: "HeadModel", v_template: np.ndarray, shape_offset: np.ndarray,
                        exprdirs: np.ndarray, posedirs: np.ndarray) -> None:
     """Writes ``blender/head.npz`` (docs/FORMATS.md): what Import Avatar builds the rig from.
 
     Args:
         path: destination.
-        head: the head model (faces, UVs, joints, skinning, mouth faces).
+        head: the head model (faces, UVs, joints, skinning, mouth faces; expression names when
+            it has them, :func:`expression_names`).
         v_template: rest vertices with the subject's shape (and Δ) applied, meters, FLAME frame. [V, 3]
         shape_offset: ``v_template`` minus the model's zero-shape template, meters. [V, 3]
         exprdirs: expression basis with ΔE folded in, meters per unit coefficient. [V, 3, E]
         posedirs: pose correctives with ΔP folded in, smplx layout. [(J-1)·9, V·3]
     """
+    names = expression_names(head, np.shape(exprdirs)[2])
+    extra = {"expression_names": np.array(names, dtype=np.str_)} if names else {}
     write_npz(path, name=np.array(head.name), v_template=np.asarray(v_template, np.float32),
               shape_offset=np.asarray(shape_offset, np.float32),
               faces=head.faces_all.astype(np.int32), faces_uv=head.faces_uv_all.astype(np.int32),
@@ -269,4 +291,4 @@ def write_blender_head(path: Path, head: "HeadModel", v_template: np.ndarray, sh
               J_regressor=np.asarray(head.J_regressor, dtype=np.float32),
               parents=np.asarray(head.parents, dtype=np.int32),
               lbs_weights=np.asarray(head.lbs_weights, dtype=np.float32),
-              joint_names=np.array(head.joint_names, dtype=np.str_))
+              joint_names=np.array(head.joint_names, dtype=np.str_), **extra)

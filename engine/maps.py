@@ -15,6 +15,11 @@ offset     1    meters along the unit face normal               Non-Color
 
 A Gaussian takes the bilinearly interpolated (clamp-to-edge) value at its UV coordinate.
 Files: one float32 OpenEXR per map, an 8-bit PNG preview, and ``maps.json``.
+
+Re-splat density: the maps can be re-splatted onto the trained Gaussians' own bindings ("as
+trained") or onto one Gaussian per (k-th) covered texel sized to the texel ("per texel",
+:func:`texel_bindings`), so detail painted finer than the trained Gaussians' spacing survives.
+The Blender splat runtime does the same (``addon/splats/texels.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,12 @@ log = logging.getLogger(__name__)
 
 MAPS_FORMAT = "fate-maps"
 MAPS_FORMAT_VERSION = 1
+
+TEXEL_SIGMA = 0.6
+"""Standard deviation of a per-texel Gaussian, in texel blocks (the Blender runtime's
+``addon.splats.texels.TEXEL_SIGMA``: covers the surface without holes, keeps a one-texel line)."""
+TEXEL_THICKNESS = 0.1
+"""Normal standard deviation of a per-texel Gaussian, as a fraction of its smaller in-plane one."""
 
 
 @dataclass(frozen=True)
@@ -92,21 +103,104 @@ def gaussian_uvs(face_idx: Tensor, bary: Tensor, uvs: np.ndarray, faces_uv: np.n
 
 
 # ---------------------------------------------------------------------- maps -> Gaussians
-def gaussians_from_maps(maps: dict[str, Tensor], verts: Tensor, faces: Tensor, face_idx: Tensor,
-                        bary: Tensor, uv: Tensor):
+@dataclass
+class TexelBindings:
+    """Per-texel Gaussians of a map resolution: where they sit and their texel-sized shape.
+
+    Attributes:
+        face_idx: face containing the texel centre, int64. [N]
+        bary: barycentric coordinates of the centre. [N, 3]
+        uv: the texel centre, OBJ convention. [N, 2]
+        scale: standard deviations as multiples of the face scale k_f. [N, 3]
+        local_rot: rotations in the face frame (about the normal). [N, 3, 3]
+    """
+
+    face_idx: Tensor
+    bary: Tensor
+    uv: Tensor
+    scale: Tensor
+    local_rot: Tensor
+
+    def __len__(self) -> int:
+        return int(self.face_idx.shape[0])
+
+
+def texel_bindings(rest_verts: Tensor, faces: Tensor, uvs: np.ndarray, faces_uv: np.ndarray, resolution: int,
+                   stride: int = 1, sigma: float = TEXEL_SIGMA) -> TexelBindings:
+    """One Gaussian per ``stride``-th covered texel of a ``resolution``² map, sized to the texel.
+
+    The texels used are those with column ``c = k·j + k//2`` and row from the bottom
+    ``H − 1 − row = k·i + k//2`` (so the Blender runtime picks the same ones); each takes its face
+    and barycentric from :func:`engine.geometry.uv.sample_uv_texels`. Shape: with the face's UV →
+    surface Jacobian ``J = [p1 − p0, p2 − p0] · [t1 − t0, t2 − t0]⁻¹`` on the rest mesh, a texel
+    block spans ``a = J[:, 0]·k/R`` and ``b = J[:, 1]·k/R``; an isotropic Gaussian of ``sigma``
+    blocks mapped by ``[a | b]`` has tangent covariance ``σ²(a aᵀ + b bᵀ)``, whose eigenvectors
+    and eigenvalues give the rotation about the face normal and the two in-plane standard
+    deviations (normal: :data:`TEXEL_THICKNESS` of the smaller), stored relative to the face frame
+    and ``k_f`` like any FATE Gaussian (Eq. 2–3).
+
+    Args:
+        rest_verts: rest vertices, meters, FLAME canonical. [V, 3]
+        faces: mesh + mouth faces, int64. [F, 3]
+        uvs: [T, 2] OBJ convention; faces_uv: [F, 3] int64 (the same faces' UV corners).
+        resolution: map side, texels.
+        stride: k ≥ 1.
+        sigma: standard deviation in texel blocks.
+    Returns:
+        :class:`TexelBindings`.
+    Raises:
+        MapsError: a non-positive stride.
+    """
+    from engine.geometry.mesh_ops import face_frames
+    from engine.geometry.uv import sample_uv_texels
+
+    k, res = int(stride), int(resolution)
+    if k < 1:
+        raise MapsError(f"texel stride must be >= 1, found {stride}")
+    s = sample_uv_texels(uvs, faces_uv, res)
+    keep = ((s.texel[:, 1] - k // 2) % k == 0) & ((res - 1 - s.texel[:, 0] - k // 2) % k == 0)
+    face_idx = torch.as_tensor(s.face_idx[keep], dtype=torch.long)
+    bary = torch.as_tensor(s.bary[keep])
+    v = rest_verts.double()
+    tri = v[faces[face_idx]]  # [N, 3, 3]
+    t = torch.as_tensor(np.asarray(uvs, np.float64)[np.asarray(faces_uv)[face_idx.numpy()]])  # [N, 3, 2]
+    dP = torch.stack([tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]], -1)
+    dT = torch.stack([t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]], -1)
+    step = dP @ torch.linalg.inv(dT) * (k / res * sigma)  # [N, 3, 2], meters
+    R_f, k_f, _ = face_frames(rest_verts.float(), faces)
+    R_f, k_f = R_f[face_idx].double(), k_f[face_idx].double()
+    local = (R_f.transpose(-1, -2) @ step)[:, :2]  # in-plane, face frame [N, 2, 2]
+    C = local @ local.transpose(-1, -2)
+    theta = 0.5 * torch.atan2(2.0 * C[:, 0, 1], C[:, 0, 0] - C[:, 1, 1])
+    mean, half = 0.5 * (C[:, 0, 0] + C[:, 1, 1]), 0.5 * (C[:, 0, 0] - C[:, 1, 1])
+    rad = torch.sqrt(half ** 2 + C[:, 0, 1] ** 2)
+    s1, s2 = (mean + rad).clamp_min(0).sqrt(), (mean - rad).clamp_min(0).sqrt()
+    scale = torch.stack([s1, s2, TEXEL_THICKNESS * s2], -1) / k_f.clamp_min(1e-12)[:, None]
+    c, sn = torch.cos(theta), torch.sin(theta)
+    z, o = torch.zeros_like(c), torch.ones_like(c)
+    rot = torch.stack([torch.stack([c, -sn, z], -1), torch.stack([sn, c, z], -1), torch.stack([z, z, o], -1)], -2)
+    return TexelBindings(face_idx, bary, torch.as_tensor(s.uv[keep]), scale.float(), rot.float())
+
+
+def gaussians_from_maps(maps: dict[str, Tensor], verts: Tensor, faces: Tensor, face_idx: Tensor | None = None,
+                        bary: Tensor | None = None, uv: Tensor | None = None, *,
+                        texels: TexelBindings | None = None):
     """Re-splat: (edited) maps + bindings + posed mesh → world Gaussians (FATE §3.3).
 
-    This is the engine's reference for the Blender splat runtime (``addon/splat_runtime.py``).
+    This is the engine's reference for the Blender splat runtime (``addon/splats/runtime.py``).
 
     Args:
         maps: name → [H, W, C] activated maps (all five), row 0 = top (v≈1).
         verts: posed vertices, meters. [V, 3]
         faces: mesh + mouth faces, int64. [F, 3]
-        face_idx: int64 [N]; bary: [N, 3]; uv: the bindings' UVs (OBJ convention). [N, 2]
+        face_idx: int64 [N]; bary: [N, 3]; uv: the bindings' UVs (OBJ convention). [N, 2] —
+            the "as trained" density (the trained Gaussians' bindings).
+        texels: "per texel" density instead (:func:`texel_bindings`): the Gaussians sit at the
+            texels, colour/opacity/offset come from the maps, scale and rotation from the texels.
     Returns:
         :class:`engine.model.gaussians.WorldGaussians`.
     Raises:
-        MapsError: a map is missing.
+        MapsError: a map is missing, or neither bindings nor ``texels`` were given.
     """
     from engine.geometry.rotations import axis_angle_to_matrix
     from engine.model.gaussians import place_gaussians
@@ -114,6 +208,12 @@ def gaussians_from_maps(maps: dict[str, Tensor], verts: Tensor, faces: Tensor, f
     missing = sorted(set(MAP_SPECS) - set(maps))
     if missing:
         raise MapsError(f"re-splatting needs all maps; missing: {missing}")
+    if texels is not None:
+        v = sample_maps({m: maps[m] for m in ("color", "opacity", "offset")}, texels.uv)
+        return place_gaussians(verts, faces, texels.face_idx, texels.bary, v["color"], v["opacity"],
+                               texels.scale, texels.local_rot, v["offset"])
+    if face_idx is None or bary is None or uv is None:
+        raise MapsError("gaussians_from_maps needs the bindings (face_idx, bary, uv) or texels")
     v = sample_maps(maps, uv)
     return place_gaussians(verts, faces, face_idx, bary, v["color"], v["opacity"], v["scale"],
                            axis_angle_to_matrix(v["rotation"]), v["offset"])
@@ -139,6 +239,32 @@ def set_gaussians_from_maps(gaussians, maps: dict[str, Tensor], uv: Tensor) -> N
     if "offset" in vals:
         ratio = (vals["offset"] / g.shell).clamp(-0.999999, 0.999999)
         g.offset_raw.data = torch.atanh(ratio)
+
+
+def texel_gaussians(maps: dict[str, Tensor], rest_verts: Tensor, head, resolution: int, stride: int = 1,
+                    shell: float = 0.01):
+    """Per-texel :class:`engine.model.gaussians.UVGaussians` (:func:`texel_bindings`) with the maps'
+    colour, opacity and offset at the texels, e.g. to render or evaluate at "per texel" density.
+
+    Args:
+        maps: name → activated map [R, R, C], row 0 = top.
+        rest_verts: the subject's rest vertices (shape and learnt Δ applied), meters. [V, 3]
+        head: the :class:`engine.model.head_model.HeadModel` (faces, UVs, mouth faces).
+        resolution: map side R, texels.
+        stride: one Gaussian per ``stride``-th texel.
+        shell: maximum |normal offset| of the Gaussians, meters (offsets beyond it are clamped).
+    """
+    from engine.geometry.rotations import matrix_to_quaternion
+    from engine.model.gaussians import UVGaussians
+
+    faces = torch.as_tensor(head.faces_all, dtype=torch.long, device=rest_verts.device)
+    tb = texel_bindings(rest_verts.detach().cpu(), faces.cpu(), head.uvs, head.faces_uv_all, resolution, stride)
+    g = UVGaussians.from_bindings(tb.face_idx, tb.bary, rest_verts.detach().cpu(), faces.cpu(), shell=shell)
+    set_gaussians_from_maps(g, {m: maps[m] for m in ("color", "opacity", "offset")}, tb.uv)
+    with torch.no_grad():
+        g.scale_log.data = torch.log(tb.scale.clamp_min(1e-12))
+        g.rotation.data = matrix_to_quaternion(tb.local_rot)
+    return g.to(rest_verts.device)
 
 
 def total_variation(m: Tensor, mask: np.ndarray | Tensor) -> float:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import bpy
 
-from . import avatar, engine_setup, jobs, report
+from . import avatar, engine_setup, expressions, jobs, report
 
-CLASSES = (*report.CLASSES, *jobs.CLASSES, *avatar.CLASSES, *engine_setup.CLASSES)
+CLASSES = (*report.CLASSES, *jobs.CLASSES, *avatar.CLASSES, *expressions.CLASSES, *engine_setup.CLASSES)
 
 
 def register() -> None:

@@ -1,7 +1,8 @@
 """The FATE tab of the 3D View sidebar: the steps in order, the job, and the setup status.
 
-1. Dataset → 2. Train → 3. Bake → 4. Import → 5. Paint → 6. Sync → 7. Render. Drawing reads
-properties only (no file or process access), so it stays cheap.
+1. Dataset → 2. Train → 3. Bake → 4. Import → 5. Paint → 6. Sync → 7. Render, then "FATE
+Animation" (the tracking layer, expression presets, neutral, look-at). Drawing reads properties
+only (no file or process access), so it stays cheap.
 """
 
 from __future__ import annotations
@@ -9,8 +10,27 @@ from __future__ import annotations
 import bpy
 
 from ..addon.jobs import runtime as job_runtime
-from ..addon.rig.bindings import find_head_object
+from ..addon.rig.bindings import avatar_map_images, find_head_object, has_trained_attributes
+from ..addon.rig.presets import preset_names
+from ..addon.rig.tracking import TRACK_NAME
 from ..addon.ui import preferences
+
+
+def _draw_bake_first(box, head) -> None:
+    """Says why an unbaked avatar renders as it does, with the Bake button beside it."""
+    try:
+        has_maps = bool(avatar_map_images(head))
+    except Exception:  # noqa: BLE001 - a broken 'fate_maps' is reported by the renderer
+        has_maps = True
+    if has_maps:
+        return
+    row = box.row(align=True)
+    if has_trained_attributes(head):
+        row.label(text="Not baked: renders the trained Gaussians", icon="INFO")
+    else:
+        row.alert = True
+        row.label(text="Bake first: no maps to render", icon="ERROR")
+    row.operator("fate.bake_start", text="Bake", icon="RENDER_STILL")
 
 
 class _FateSidebar:
@@ -56,9 +76,12 @@ class FATE_PT_avatar(_FateSidebar, bpy.types.Panel):
 
         box = layout.box()
         box.label(text="4. Import", icon="IMPORT")
-        box.prop(st, "import_tracking")
+        row = box.row(align=True)
+        row.prop(st, "import_tracking")
+        row.prop(st, "import_camera", text="")
         op = box.operator("fate.import_avatar", icon="IMPORT")
         op.with_tracking = st.import_tracking
+        op.camera = st.import_camera
 
         head = find_head_object(context.active_object)
         box = layout.box()
@@ -76,14 +99,65 @@ class FATE_PT_avatar(_FateSidebar, bpy.types.Panel):
         box = layout.box()
         box.label(text="6. Sync", icon="FILE_REFRESH")
         box.operator("fate.sync_maps", icon="FILE_REFRESH")
+        box.operator("fate.restore_maps", icon="LOOP_BACK")
 
         box = layout.box()
         box.label(text="7. Render", icon="RENDER_ANIMATION")
         box.prop(context.scene.render, "engine", text="Engine")
-        box.label(text="F12 renders the tracked camera's view")
+        if head is not None:
+            settings = getattr(head, "fate", None)
+            if settings is not None:
+                row = box.row(align=True)
+                row.prop(settings, "resplat", text="")
+                if settings.resplat == "TEXEL":
+                    row.prop(settings, "texel_stride", text="Every")
+            _draw_bake_first(box, head)
+        box.label(text="F12 renders the scene camera's view")
 
         if running:
             layout.label(text="A job is running: see FATE Job below", icon="TIME")
+
+
+class FATE_PT_animation(_FateSidebar, bpy.types.Panel):
+    """Direct the avatar: the tracking as a layer, expression presets, neutral, eye target."""
+
+    bl_label = "FATE Animation"
+    bl_idname = "FATE_PT_animation"
+
+    def draw(self, context):
+        layout = self.layout
+        head = find_head_object(context.active_object)
+        if head is None:
+            layout.label(text="Select an imported avatar")
+            return
+        rig = head.parent
+        key = head.data.shape_keys
+        box = layout.box()
+        box.label(text="Tracking layer (NLA)", icon="NLA")
+        for title, id_data in (("Expressions", key), ("Pose", rig)):
+            ad = getattr(id_data, "animation_data", None)
+            track = ad.nla_tracks.get(TRACK_NAME) if ad is not None else None
+            if track is None:
+                continue
+            row = box.row(align=True)
+            row.label(text=title)
+            row.prop(track, "mute", text="Mute Tracking", toggle=True)
+            row.prop(ad, "action_blend_type", text="Your Keys")
+
+        box = layout.box()
+        box.label(text="Expression presets", icon="PRESET")
+        row = box.row(align=True)
+        row.prop(context.scene.fate, "preset_name", text="")
+        row.operator("fate.preset_save", text="Save", icon="ADD")
+        for name in preset_names(head):
+            row = box.row(align=True)
+            op = row.operator("fate.preset_apply", text=name, icon="PLAY")
+            op.name = name
+            op = row.operator("fate.preset_delete", text="", icon="X")
+            op.name = name
+        row = box.row(align=True)
+        row.operator("fate.expression_neutral", icon="LOOP_BACK")
+        row.operator("fate.look_at_add", text="Look-At Target", icon="HIDE_OFF")
 
 
 class FATE_PT_job(_FateSidebar, bpy.types.Panel):
@@ -151,4 +225,4 @@ class FATE_PT_status(_FateSidebar, bpy.types.Panel):
         row.operator("fate.install_engine", icon="IMPORT")
 
 
-CLASSES = (FATE_PT_avatar, FATE_PT_job, FATE_PT_status)
+CLASSES = (FATE_PT_avatar, FATE_PT_animation, FATE_PT_job, FATE_PT_status)

@@ -73,7 +73,8 @@ def stage_cycles(cfg: dict) -> dict:
     t0 = time.time()
     scene = clear_scene()
     subject = Path(cfg["subject"])
-    res = import_avatar(subject, scene, bpy.context, name="DemoSubject", with_maps=False)
+    # the tracked camera: the sun is fixed to the rig, so head turns must stay camera motion here
+    res = import_avatar(subject, scene, bpy.context, name="DemoSubject", with_maps=False, camera="TRACKED")
     head, rig = res.head, res.rig
     mat = _albedo_material("DemoSubject_albedo", subject / "albedo.png")
     head.data.materials.clear()

@@ -137,7 +137,8 @@ def stage_final(cfg: dict) -> dict:
     blend.parent.mkdir(parents=True, exist_ok=True)
     bpy.context.preferences.filepaths.save_version = 0  # no demo.blend1 backups (not saved to userprefs)
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
-    bpy.ops.file.make_paths_relative()
+    bpy.ops.file.make_paths_relative()  # images; the render output path is not among them:
+    scene.render.filepath = bpy.path.relpath(str(renders / "blender_"))  # "//…", relative to the .blend
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
     done += 1
     progress("blender", done, total)

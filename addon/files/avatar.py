@@ -19,17 +19,32 @@ from ..errors import AvatarError, MapsError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HeadData", "Bindings", "Tracking", "MapEntry", "AvatarData",
-           "read_head", "read_bindings", "read_tracking", "read_maps_manifest", "read_avatar"]
+__all__ = ["HeadData", "Bindings", "TrainedGaussians", "Tracking", "MapEntry", "AvatarData",
+           "read_head", "read_bindings", "read_trained_gaussians", "read_tracking",
+           "read_maps_manifest", "read_avatar", "default_expression_names", "PREVIEW_RANGES"]
 
 HEAD_FILE = Path("blender") / "head.npz"
 BINDINGS_FILE = Path("blender") / "bindings.npz"
+GAUSSIANS_FILE = Path("blender") / "gaussians.npz"
 TRACKING_FILE = Path("tracking.npz")
 MAPS_DIR = Path("maps")
 MAPS_MANIFEST = MAPS_DIR / "maps.json"
 
 #: Colour space of a map when maps.json does not say (DESIGN: colour is sRGB, the rest data).
 DEFAULT_COLORSPACE = {"color": "sRGB"}
+
+PREVIEW_RANGES = {"color": (0.0, 1.0), "opacity": (0.0, 1.0), "scale": (0.0, 1.5),
+                  "rotation": (-np.pi, np.pi), "offset": (-0.01, 0.01)}
+"""Value range each map's 8-bit ``.png`` preview spans (the engine's ``engine.maps.MAP_SPECS``
+``preview_range``; a test keeps the two equal)."""
+
+#: Longest shape-key name Blender keeps (``MAX_NAME`` − 1 bytes).
+_MAX_KEY_NAME = 63
+
+
+def default_expression_names(count: int) -> list[str]:
+    """Shape-key names of expression coefficients without names: ``Exp000``, ``Exp001``, …"""
+    return [f"Exp{k:03d}" for k in range(count)]
 
 
 @dataclass
@@ -49,6 +64,8 @@ class HeadData:
         lbs_weights: skinning weights. [V, J] float32
         joint_names: joint names, root first. [J]
         num_mouth_faces: M, the trailing faces that close the mouth.
+        expression_names: shape-key name of each expression coefficient. [E] (the file's
+            ``expression_names``, else ``Exp000``, ``Exp001``, …)
     """
 
     name: str
@@ -63,6 +80,11 @@ class HeadData:
     lbs_weights: np.ndarray
     joint_names: list[str]
     num_mouth_faces: int = 0
+    expression_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.expression_names:
+            self.expression_names = default_expression_names(self.num_expressions)
 
     @property
     def num_vertices(self) -> int:
@@ -97,6 +119,28 @@ class Bindings:
     face_idx: np.ndarray
     bary: np.ndarray
     uv: np.ndarray
+
+
+@dataclass
+class TrainedGaussians:
+    """blender/gaussians.npz: the trained Gaussians' activated attributes, one row per binding.
+
+    What the splat engine renders for an avatar that has no maps yet (not baked). Same units as
+    the maps (docs/FORMATS.md).
+
+    Attributes:
+        color: encoded (sRGB) colour in [0, 1]. [N, 3] float32
+        opacity: in [0, 1]. [N] float32
+        scale: multiples of the face scale k_f. [N, 3] float32
+        rotation: axis-angle in the face frame, rad. [N, 3] float32
+        offset: meters along the unit face normal. [N] float32
+    """
+
+    color: np.ndarray
+    opacity: np.ndarray
+    scale: np.ndarray
+    rotation: np.ndarray
+    offset: np.ndarray
 
 
 @dataclass
@@ -158,6 +202,7 @@ class AvatarData:
     tracking: Tracking | None
     maps: list[MapEntry]
     warnings: list[str]
+    gaussians: TrainedGaussians | None = None
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -238,9 +283,38 @@ def read_head(path: Path) -> HeadData:
                  else ["root"] + [f"joint{j}" for j in range(1, J)])
     name = str(np.asarray(d["name"]).item()) if "name" in d else "head"
     n_mouth = int(np.asarray(d.get("num_mouth_faces", 0)).item())
+    expr_names = _expression_names(d, path, exprdirs.shape[2], names)
     return HeadData(name=name, v_template=v, faces=faces, faces_uv=faces_uv, uvs=uvs,
                     exprdirs=exprdirs, posedirs=posedirs, J_regressor=J_reg, parents=parents,
-                    lbs_weights=weights, joint_names=names, num_mouth_faces=n_mouth)
+                    lbs_weights=weights, joint_names=names, num_mouth_faces=n_mouth,
+                    expression_names=expr_names)
+
+
+def _expression_names(d: dict, path: Path, count: int, joint_names: list[str]) -> list[str]:
+    """The optional ``expression_names`` [E] of head.npz, checked; ``Exp000``… when absent.
+
+    Raises:
+        AvatarError: wrong count, duplicates, or a name Blender cannot use as a shape key
+            (empty, over 63 bytes, a quote or backslash, or clashing with ``Basis`` / the
+            ``Pose_<joint>_<r><c>`` corrective keys).
+    """
+    if "expression_names" not in d:
+        return default_expression_names(count)
+    names = [str(n) for n in np.asarray(d["expression_names"]).reshape(-1).tolist()]
+    if len(names) != count:
+        raise AvatarError(f"{path}: 'expression_names' must have one name per expression "
+                          f"coefficient ({count}), found {len(names)}")
+    reserved = {"Basis"} | {f"Pose_{j}_{r}{c}" for j in joint_names[1:] for r in range(3) for c in range(3)}
+    for n in names:
+        if (not n.strip() or len(n.encode("utf-8")) > _MAX_KEY_NAME or '"' in n or "\\" in n
+                or n in reserved):
+            raise AvatarError(f"{path}: 'expression_names' has {n!r}, which cannot name a shape key "
+                              f"(1-{_MAX_KEY_NAME} bytes, no quote or backslash, not 'Basis' or a "
+                              f"'Pose_' corrective)")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise AvatarError(f"{path}: 'expression_names' must be unique, found duplicates {dup}")
+    return names
 
 
 def read_bindings(path: Path, num_faces: int) -> Bindings:
@@ -264,6 +338,27 @@ def read_bindings(path: Path, num_faces: int) -> Bindings:
     else:
         uv = np.zeros((n, 2), np.float32)
     return Bindings(face_idx=face_idx, bary=bary, uv=uv)
+
+
+def read_trained_gaussians(path: Path, num_gaussians: int) -> TrainedGaussians:
+    """Reads and checks blender/gaussians.npz against ``num_gaussians`` bindings.
+
+    Raises:
+        AvatarError: missing file/key, wrong shapes, or values out of their range.
+    """
+    path = Path(path)
+    d = _load_npz(path)
+    n = int(num_gaussians)
+    out = {}
+    for key, cols in (("color", 3), ("opacity", 0), ("scale", 3), ("rotation", 3), ("offset", 0)):
+        arr = _require(d, path, key, 2 if cols else 1).astype(np.float32)
+        _expect_shape(path, key, arr, (n, cols) if cols else (n,))
+        out[key] = arr
+    for key in ("color", "opacity"):
+        if out[key].size and (out[key].min() < 0.0 or out[key].max() > 1.0):
+            raise AvatarError(f"{path}: '{key}' must lie in [0, 1], found "
+                              f"[{out[key].min():.4g}, {out[key].max():.4g}]")
+    return TrainedGaussians(**out)
 
 
 def read_tracking(path: Path, num_joints: int) -> Tracking:
@@ -340,7 +435,8 @@ def read_avatar(folder: Path, *, with_tracking: bool = True, with_maps: bool = T
     """Reads an avatar folder for import.
 
     blender/head.npz is required; bindings, tracking and maps are optional: when absent or
-    unreadable they are skipped with a warning in :attr:`AvatarData.warnings`.
+    unreadable they are skipped with a warning in :attr:`AvatarData.warnings`. The trained
+    Gaussians' attributes (blender/gaussians.npz) are read when present with the bindings.
 
     Args:
         folder: the avatar folder written by the engine.
@@ -358,8 +454,11 @@ def read_avatar(folder: Path, *, with_tracking: bool = True, with_maps: bool = T
     head = read_head(folder / HEAD_FILE)
     warnings: list[str] = []
     bindings = None
+    gaussians = None
     if (folder / BINDINGS_FILE).is_file():
         bindings = read_bindings(folder / BINDINGS_FILE, len(head.faces))
+        if (folder / GAUSSIANS_FILE).is_file():
+            gaussians = read_trained_gaussians(folder / GAUSSIANS_FILE, len(bindings.face_idx))
     else:
         warnings.append(f"no {BINDINGS_FILE.as_posix()}: the avatar has no Gaussians to render")
     tracking = None
@@ -375,4 +474,4 @@ def read_avatar(folder: Path, *, with_tracking: bool = True, with_maps: bool = T
         except MapsError as exc:
             warnings.append(f"imported without maps: {exc}")
     return AvatarData(folder=folder, head=head, bindings=bindings, tracking=tracking, maps=maps,
-                      warnings=warnings)
+                      warnings=warnings, gaussians=gaussians)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import write_bytes
 
 __all__ = ["ExrHeader", "read_exr_header", "write_exr", "ExrError", "CHANNEL_ORDER_ATTR"]
 
@@ -180,15 +181,4 @@ def write_exr(path: str | os.PathLike, pixels: np.ndarray, channels: list[str],
         offset += len(c)
     body = header + struct.pack(f"<{len(table)}Q", *table) + b"".join(chunks)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.exr", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_bytes(path, body)

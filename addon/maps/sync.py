@@ -9,8 +9,13 @@ For each map image (:func:`addon.rig.bindings.avatar_map_images`) that was chang
      (a ``Y`` map stays one channel), pixel type and channel order, bit-exactly;
    - colour (sRGB) and 8-bit maps with Blender's own ``Image.save()``, which encodes the
      scene-linear pixels back to the file's colour space;
-3. the splat runtime is told (:func:`addon.splats.runtime.tag_maps_changed`): viewports
+3. the oldest backups beyond the bound (``keep``, the preference "Backups to Keep") are deleted,
+   the map's ``.png`` preview is rewritten (:mod:`.previews`), and other images of the same file
+   (another import of the avatar) are reloaded if they hold no paint of their own;
+4. the splat runtime is told (:func:`addon.splats.runtime.tag_maps_changed`): viewports
    re-read the maps and redraw.
+
+Restore Previous Maps (:mod:`.restore`) brings the backups back.
 """
 
 from __future__ import annotations
@@ -29,29 +34,55 @@ from ..errors import MapsError
 from ..files import exr
 from ..rig.material import is_data_colorspace
 from ..splats import runtime as splat_runtime
+from .backups import backup_path, prune_backups
+from .previews import refresh_preview
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SyncReport", "backup_path", "image_to_channels", "sync_maps"]
+__all__ = ["DEFAULT_KEEP", "SyncReport", "backup_path", "image_file", "images_of_file", "image_to_channels",
+           "reload_other_images", "sync_maps"]
+
+DEFAULT_KEEP = 10
+"""Backups kept per map file when the caller gives no bound (the preference's default)."""
 
 
 @dataclass
 class SyncReport:
-    """What :func:`sync_maps` did: files written, backups made, images skipped (unchanged)."""
+    """What :func:`sync_maps` did: files written, backups made and pruned, previews rewritten,
+    images skipped (unchanged), and warnings (e.g. another image of a file holds paint)."""
 
     saved: list[Path] = field(default_factory=list)
     backups: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    pruned: list[Path] = field(default_factory=list)
+    previews: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
-def backup_path(path: Path, stamp: str) -> Path:
-    """``<stem>.<stamp>.bak<suffix>`` next to ``path``; ``-1``, ``-2``… appended if taken."""
-    candidate = path.with_name(f"{path.stem}.{stamp}.bak{path.suffix}")
-    n = 1
-    while candidate.exists():
-        candidate = path.with_name(f"{path.stem}.{stamp}-{n}.bak{path.suffix}")
-        n += 1
-    return candidate
+def image_file(img: bpy.types.Image) -> Path:
+    """The absolute file of an image (its file path, relative paths resolved against the .blend)."""
+    return Path(bpy.path.abspath(img.filepath_raw or img.filepath)).resolve()
+
+
+def images_of_file(path: Path, exclude: bpy.types.Image | None = None) -> list[bpy.types.Image]:
+    """Every image of the open file that shows ``path`` (e.g. a second import of the avatar)."""
+    path = Path(path).resolve()
+    return [img for img in bpy.data.images
+            if img != exclude and img.source == "FILE" and (img.filepath_raw or img.filepath)
+            and image_file(img) == path]
+
+
+def reload_other_images(img: bpy.types.Image, path: Path) -> list[str]:
+    """Reloads the other images of ``path`` that hold no unsaved paint; returns warnings for those
+    that do (they are left alone: their paint is never discarded behind the artist's back)."""
+    warnings = []
+    for other in images_of_file(path, exclude=img):
+        if other.is_dirty:
+            warnings.append(f"image {other.name} also shows {path.name} and holds unsynced paint: "
+                            "it was left as it is (syncing it would overwrite this save)")
+        else:
+            other.reload()
+    return warnings
 
 
 def image_to_channels(img: bpy.types.Image, channels: list[str]) -> np.ndarray:
@@ -91,13 +122,14 @@ def _write_image(img: bpy.types.Image, path: Path) -> None:
 
 
 def sync_maps(images: Iterable[bpy.types.Image], *, only_changed: bool = True,
-              stamp: str | None = None) -> SyncReport:
+              stamp: str | None = None, keep: int = DEFAULT_KEEP) -> SyncReport:
     """Backs up and saves painted map images (see the module doc).
 
     Args:
         images: map images to consider.
         only_changed: skip images that are not dirty (unchanged since load/save).
         stamp: backup time stamp (default: now, ``YYYYmmdd-HHMMSS``).
+        keep: backups kept per map file (≥ 1; the oldest beyond it are deleted).
     Returns:
         what was written.
     Raises:
@@ -112,7 +144,7 @@ def sync_maps(images: Iterable[bpy.types.Image], *, only_changed: bool = True,
             continue
         if img.packed_file is not None and not img.filepath:
             raise MapsError(f"image {img.name} is packed and has no file: unpack it first")
-        path = Path(bpy.path.abspath(img.filepath_raw or img.filepath))
+        path = image_file(img)
         if not path.is_file():
             raise MapsError(f"image {img.name}: its file {path} is missing (moved?); set the image's "
                             "file path or re-import the avatar")
@@ -127,6 +159,11 @@ def sync_maps(images: Iterable[bpy.types.Image], *, only_changed: bool = True,
         except (RuntimeError, OSError, exr.ExrError) as exc:
             raise MapsError(f"cannot save {img.name} to {path} ({exc}); the previous file is in {backup}") from exc
         report.saved.append(path)
+        report.pruned += prune_backups(path, keep)
+        preview = refresh_preview(img, path)
+        if preview is not None:
+            report.previews.append(preview)
+        report.warnings += reload_other_images(img, path)
         log.info("saved map %s to %s (backup %s)", img.name, path, backup)
     if report.saved:
         splat_runtime.tag_maps_changed()

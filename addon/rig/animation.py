@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import bpy
 import numpy as np
 
-__all__ = ["ensure_fcurve", "set_keyframes", "key_channels", "add_driver", "DriverVar"]
+__all__ = ["ensure_fcurve", "set_keyframes", "key_channels", "push_to_nla", "nla_strip", "add_driver",
+           "DriverVar"]
 
 # FCurve keyframe interpolation enum values (bpy: CONSTANT=0, LINEAR=1, BEZIER=2).
 _INTERPOLATION = {"CONSTANT": 0, "LINEAR": 1, "BEZIER": 2}
@@ -82,6 +83,39 @@ def key_channels(id_data: bpy.types.ID, data_path: str, frames: np.ndarray, valu
     for c in range(values.shape[1]):
         fc = ensure_fcurve(id_data, data_path, c, group=group, action_name=action_name)
         set_keyframes(fc, frames, values[:, c], interpolation)
+
+
+def push_to_nla(id_data: bpy.types.ID, track_name: str, blend_type: str) -> bpy.types.NlaStrip:
+    """Moves the active action of ``id_data`` onto a new NLA track and leaves the active action empty.
+
+    The artist's keys then go into a new active action evaluated on top of the track with
+    ``blend_type`` (``AnimData.action_blend_type``): "ADD" adds to the track's values,
+    "COMBINE" adds locations and multiplies quaternions, "REPLACE" replaces a keyed channel.
+    Blender's keying remaps a value keyed through such a layer so that the result is the value
+    set (checked with bpy 5.0, Python ``keyframe_insert`` included).
+
+    Args:
+        id_data: the animated datablock (it must have an active action).
+        track_name: name of the new NLA track (and its strip).
+        blend_type: blend type of the artist's layer.
+    Returns:
+        the strip (extrapolation "HOLD", blend "REPLACE", influence 1).
+    """
+    ad = id_data.animation_data
+    action = ad.action
+    track = ad.nla_tracks.new()
+    track.name = track_name
+    strip = track.strips.new(track_name, int(np.floor(action.frame_range[0])), action)
+    ad.action = None
+    ad.action_blend_type = blend_type
+    return strip
+
+
+def nla_strip(id_data: bpy.types.ID | None, track_name: str) -> bpy.types.NlaStrip | None:
+    """The first strip of the NLA track ``track_name`` of ``id_data``, or None."""
+    ad = getattr(id_data, "animation_data", None)
+    track = ad.nla_tracks.get(track_name) if ad is not None else None
+    return track.strips[0] if track is not None and len(track.strips) else None
 
 
 class DriverVar:

@@ -1,13 +1,16 @@
 """How an imported avatar is marked in Blender: the one place for its attribute and custom-property
 names (docs/FORMATS.md, "Blender asset"), and the look-ups built on them.
 
-Objects carry ``fate_role`` = ``"head"`` / ``"rig"`` / ``"camera"`` / ``"bindings"``; scripts may
+Objects carry ``fate_role`` = ``"head"`` / ``"rig"`` / ``"camera"`` / ``"bindings"`` /
+``"look_at"`` (the eyes' target, :mod:`addon.rig.presets`); scripts may
 instead mark a head mesh with ``fate_avatar = True``. The head object holds
 
 - ``fate_bindings``: the bindings object (below);
 - ``fate_map_<name>`` (e.g. ``fate_map_color``): each map image, written by Import Avatar; or
   ``fate_maps = {map name: image name}``, an alternative for scripts that wins per map;
-- ``fate_avatar_dir`` (also on the rig): the avatar folder; ``fate_head_model``: its head model.
+- ``fate_avatar_dir`` (also on the rig): the avatar folder; ``fate_head_model``: its head model;
+- ``fate_expressions``: the expression shape keys' names, in coefficient order;
+- ``fate_expression_presets``: the saved expression presets (:mod:`addon.rig.presets`).
 
 Map images carry ``fate_map`` (the map name) and ``fate_channels``; the head mesh has the face
 attribute ``fate_mouth`` (the mouth-closing faces).
@@ -18,7 +21,13 @@ rendered) with point attributes
 
 - ``fate_face_idx`` (INT): triangle index into the head mesh's polygons,
 - ``fate_bary`` (FLOAT_VECTOR): barycentric coordinates in that triangle,
-- ``fate_uv`` (FLOAT2): texture coordinates, OBJ convention (origin bottom-left).
+- ``fate_uv`` (FLOAT2): texture coordinates, OBJ convention (origin bottom-left);
+
+and, when the avatar folder has ``blender/gaussians.npz`` (a trained avatar, baked or not), the
+trained attributes the splat engine renders while there are no maps: ``fate_color``
+(FLOAT_VECTOR, encoded sRGB), ``fate_opacity`` (FLOAT), ``fate_scale`` (FLOAT_VECTOR, multiples of
+the face scale), ``fate_rotation`` (FLOAT_VECTOR, axis-angle in the face frame, rad),
+``fate_offset`` (FLOAT, m along the face normal).
 """
 
 from __future__ import annotations
@@ -31,10 +40,12 @@ import numpy as np
 from ..errors import MapsError
 
 __all__ = ["ATTR_FACE", "ATTR_BARY", "ATTR_UV", "ATTR_MOUTH", "PROP_ROLE", "ROLE_HEAD", "ROLE_RIG",
-           "ROLE_CAMERA", "ROLE_BINDINGS", "PROP_AVATAR", "PROP_BINDINGS", "PROP_AVATAR_DIR",
+           "ROLE_CAMERA", "ROLE_BINDINGS", "ROLE_LOOK_AT", "PROP_AVATAR", "PROP_BINDINGS", "PROP_AVATAR_DIR",
            "PROP_HEAD_MODEL", "PROP_MAP_PREFIX", "PROP_MAPS", "IMAGE_PROP_MAP", "IMAGE_PROP_CHANNELS",
-           "create_bindings_object", "find_bindings_object", "get_bindings", "is_head_object",
-           "find_head_object", "avatar_map_images", "all_map_images", "get_avatar_dir"]
+           "PROP_EXPRESSIONS", "PROP_PRESETS", "TRAINED_ATTRIBUTES",
+           "create_bindings_object", "find_bindings_object", "get_bindings", "get_trained_attributes",
+           "has_trained_attributes",
+           "is_head_object", "find_head_object", "avatar_map_images", "all_map_images", "get_avatar_dir"]
 
 ATTR_FACE = "fate_face_idx"
 ATTR_BARY = "fate_bary"
@@ -43,6 +54,7 @@ ATTR_MOUTH = "fate_mouth"
 """Face attribute (BOOLEAN) of the head mesh: the mouth-closing faces."""
 PROP_ROLE = "fate_role"
 ROLE_HEAD, ROLE_RIG, ROLE_CAMERA, ROLE_BINDINGS = "head", "rig", "camera", "bindings"
+ROLE_LOOK_AT = "look_at"
 PROP_AVATAR = "fate_avatar"
 """Alternative head marker for scripts (``True``): the splat engine draws the object."""
 PROP_BINDINGS = "fate_bindings"
@@ -56,10 +68,20 @@ IMAGE_PROP_MAP = "fate_map"
 """Image property: the map name ("color", "opacity", ...)."""
 IMAGE_PROP_CHANNELS = "fate_channels"
 """Image property: the number of meaningful channels of the map file."""
+PROP_EXPRESSIONS = "fate_expressions"
+"""Head property: the expression shape keys' names, in coefficient order."""
+PROP_PRESETS = "fate_expression_presets"
+"""Head property: preset name → {"expressions": {key: value}, "bones": {joint: [w, x, y, z]}}."""
+TRAINED_ATTRIBUTES = {"color": ("fate_color", "FLOAT_VECTOR", 3), "opacity": ("fate_opacity", "FLOAT", 1),
+                      "scale": ("fate_scale", "FLOAT_VECTOR", 3),
+                      "rotation": ("fate_rotation", "FLOAT_VECTOR", 3),
+                      "offset": ("fate_offset", "FLOAT", 1)}
+"""Map name → (point attribute of the bindings object, type, components) of the trained values."""
 
 
 def create_bindings_object(name: str, bindings, head_obj: bpy.types.Object, v_template: np.ndarray,
-                           faces: np.ndarray, collection: bpy.types.Collection) -> bpy.types.Object:
+                           faces: np.ndarray, collection: bpy.types.Collection,
+                           trained=None) -> bpy.types.Object:
     """Creates ``<name>_bindings`` (see the module doc) and links it from ``head_obj``.
 
     Args:
@@ -69,6 +91,7 @@ def create_bindings_object(name: str, bindings, head_obj: bpy.types.Object, v_te
         v_template: rest vertices, FLAME canonical, m. [V, 3]
         faces: the head's triangles (mesh + mouth). [F+M, 3] int32
         collection: collection to link the object into.
+        trained: :class:`addon.files.avatar.TrainedGaussians` (N rows) or None.
     Returns:
         the bindings object.
     """
@@ -82,6 +105,10 @@ def create_bindings_object(name: str, bindings, head_obj: bpy.types.Object, v_te
                                    (ATTR_UV, "FLOAT2", bindings.uv, "vector")):
         a = mesh.attributes.new(attr, kind, "POINT")
         a.data.foreach_set(field, np.ascontiguousarray(arr).reshape(-1))
+    for m, (attr, kind, _) in (TRAINED_ATTRIBUTES.items() if trained is not None else ()):
+        a = mesh.attributes.new(attr, kind, "POINT")
+        a.data.foreach_set("vector" if kind == "FLOAT_VECTOR" else "value",
+                           np.ascontiguousarray(getattr(trained, m), np.float32).reshape(-1))
     mesh.update()
     obj = bpy.data.objects.new(f"{name}_bindings", mesh)
     collection.objects.link(obj)
@@ -138,6 +165,34 @@ def get_bindings(obj: bpy.types.Object) -> tuple[np.ndarray, np.ndarray, np.ndar
     mesh.attributes[ATTR_BARY].data.foreach_get("vector", bary)
     mesh.attributes[ATTR_UV].data.foreach_get("vector", uv)
     return face_idx, bary.reshape(n, 3), uv.reshape(n, 2)
+
+
+def has_trained_attributes(obj: bpy.types.Object) -> bool:
+    """Whether the avatar's bindings object holds the trained Gaussians' attributes (cheap)."""
+    b = find_bindings_object(obj)
+    return b is not None and all(attr in b.data.attributes for attr, _, _ in TRAINED_ATTRIBUTES.values())
+
+
+def get_trained_attributes(obj: bpy.types.Object) -> dict[str, np.ndarray] | None:
+    """The trained Gaussians' attributes stored on an avatar's bindings object, or None.
+
+    Args:
+        obj: the head object (original or evaluated), or the bindings object.
+    Returns:
+        map name → values (color [N, 3], opacity [N], scale [N, 3], rotation [N, 3], offset [N],
+        float32; units as the maps), or None when the bindings object lacks any of them.
+    """
+    if not has_trained_attributes(obj):
+        return None
+    b = find_bindings_object(obj)
+    attrs = b.data.attributes
+    n = len(b.data.vertices)
+    out = {}
+    for m, (attr, kind, comps) in TRAINED_ATTRIBUTES.items():
+        buf = np.empty(n * comps, np.float32)
+        attrs[attr].data.foreach_get("vector" if kind == "FLOAT_VECTOR" else "value", buf)
+        out[m] = buf.reshape(n, comps) if comps > 1 else buf
+    return out
 
 
 def avatar_map_images(obj: bpy.types.Object) -> dict[str, bpy.types.Image]:

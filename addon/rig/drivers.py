@@ -3,7 +3,7 @@
 - pose correctives: each ``Pose_<joint>_<r><c>`` key = (R − I)[r, c] of the joint bone's
   quaternion;
 - joint offsets: ΔJ = Σ_k ψ_k D_k in the rig properties ``fate_dJ_<joint>_<x|y|z>``, driven by the
-  ``Exp`` key values, and ``MCH-<joint>.location = (I − r_j) ΔJ_j``.
+  expression key values, and ``MCH-<joint>.location = (I − r_j) ΔJ_j``.
 
 Every expression stays inside Blender's simple-expression subset (no Python auto-run needed).
 """
@@ -69,7 +69,7 @@ def add_joint_offset_drivers(obj: bpy.types.Object, rig: bpy.types.Object, head:
     D = flame_math.joint_expression_basis(head.J_regressor, head.exprdirs)  # [J, 3, E]
 
     def evars(used):
-        return [DriverVar(f"e{k}", key, f'key_blocks["{expression_key_name(k)}"].value') for k in used]
+        return [DriverVar(f"e{k}", key, f'key_blocks["{expression_key_name(head, k)}"].value') for k in used]
 
     driven = []
     for j, joint in enumerate(head.joint_names):

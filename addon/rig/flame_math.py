@@ -43,9 +43,13 @@ __all__ = [
     "corrective_expression",
     "location_offset_expression",
     "weighted_sum_chunks",
+    "matrix_to_quaternion",
+    "still_camera_frame",
+    "head_motion_for_still_camera",
     "opencv_w2c_to_blender_c2w",
     "blender_c2w_to_opencv_w2c",
     "blender_camera_intrinsics",
+    "fit_preserving_intrinsics",
     "FLAME_TO_BLENDER_WORLD",
     "GL_CV_FLIP",
 ]
@@ -136,6 +140,95 @@ def make_quaternions_continuous(q: np.ndarray) -> np.ndarray:
         if np.dot(q[t], q[t - 1]) < 0:
             q[t] = -q[t]
     return q
+
+
+def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
+    """Rotation matrices → unit quaternions (Shepperd's method: the largest of w, x, y, z first).
+
+    Args:
+        R: rotation matrices acting on column vectors (orthonormalised first by SVD, so
+            float32 round-off in e.g. a ``viewmat`` does not leak into the quaternion). [..., 3, 3]
+    Returns:
+        quaternions (w, x, y, z) with w ≥ 0, float64. [..., 4]
+    """
+    R = np.asarray(R, dtype=np.float64)
+    U, _, Vt = np.linalg.svd(R)
+    d = np.sign(np.linalg.det(U @ Vt))
+    R = U @ (Vt * np.concatenate([np.ones(d.shape + (2,)), d[..., None]], -1)[..., :, None])
+    m = R.reshape(-1, 3, 3)
+    q = np.empty((len(m), 4))
+    tr = np.trace(m, axis1=1, axis2=2)
+    diag = np.stack([tr, m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]], 1)
+    k = np.argmax(diag, 1)
+    for i, (mi, ki) in enumerate(zip(m, k)):
+        if ki == 0:
+            s = 2.0 * np.sqrt(1.0 + tr[i])
+            q[i] = (0.25 * s, (mi[2, 1] - mi[1, 2]) / s, (mi[0, 2] - mi[2, 0]) / s, (mi[1, 0] - mi[0, 1]) / s)
+        elif ki == 1:
+            s = 2.0 * np.sqrt(1.0 + mi[0, 0] - mi[1, 1] - mi[2, 2])
+            q[i] = ((mi[2, 1] - mi[1, 2]) / s, 0.25 * s, (mi[0, 1] + mi[1, 0]) / s, (mi[0, 2] + mi[2, 0]) / s)
+        elif ki == 2:
+            s = 2.0 * np.sqrt(1.0 - mi[0, 0] + mi[1, 1] - mi[2, 2])
+            q[i] = ((mi[0, 2] - mi[2, 0]) / s, (mi[0, 1] + mi[1, 0]) / s, 0.25 * s, (mi[1, 2] + mi[2, 1]) / s)
+        else:
+            s = 2.0 * np.sqrt(1.0 - mi[0, 0] - mi[1, 1] + mi[2, 2])
+            q[i] = ((mi[1, 0] - mi[0, 1]) / s, (mi[0, 2] + mi[2, 0]) / s, (mi[1, 2] + mi[2, 1]) / s, 0.25 * s)
+    q *= np.where(q[:, :1] < 0, -1.0, 1.0)
+    return q.reshape(R.shape[:-2] + (4,))
+
+
+def still_camera_frame(viewmats: np.ndarray) -> int:
+    """The tracked frame whose camera becomes the still camera of an imported avatar.
+
+    The frame whose camera rotation is nearest (Frobenius norm) to the chordal mean of all the
+    tracked rotations: for an INSTA-style orbit around the head, the most central view; for a
+    fixed camera (head motion already in the FLAME pose), any frame (all equal), the first.
+
+    Args:
+        viewmats: world→camera, OpenCV axes. [T, 4, 4]
+    Returns:
+        the frame index (0-based).
+    """
+    R = np.asarray(viewmats, dtype=np.float64)[:, :3, :3]
+    U, _, Vt = np.linalg.svd(R.mean(axis=0))
+    mean = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
+    dist = np.linalg.norm(R - mean, axis=(1, 2))
+    return int(np.argmin(np.round(dist, 9)))  # ties (a fixed camera) → the first frame
+
+
+def head_motion_for_still_camera(root_pose: np.ndarray, translation: np.ndarray, root_joint: np.ndarray,
+                                 viewmats: np.ndarray, still: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Moves the tracked camera motion onto the head: the root bone's rotation and location for a
+    still camera that sees, every frame, exactly what the tracked camera saw.
+
+    FLAME's root joint acts on a vertex ``x`` (after the rest of the chain) as
+    ``x ↦ R₀ (x − J) + J + t`` (``J``: the root joint regressed from the expressed mesh, ``t``:
+    the global translation). With the head transform ``H_t = C⁻¹ · V_t`` (``V_t``: frame ``t``'s
+    world→camera, ``C``: the still camera's), ``C · H_t · FLAME_t = V_t · FLAME_t``, and
+    ``H_t ∘ FLAME_t`` is again a root transform: rotation ``R₀' = R_H R₀`` and translation
+    ``t' = R_H (J + t) + h − J``. On the rig (root bone location = FLAME translation, the MCH
+    bone compensating ``ΔJ``, module doc) these are the root's ``rotation_quaternion`` and
+    ``location``. Exact for the tracked expressions; a changed expression moves ``J`` by its
+    ``ΔJ`` (millimetres) around the same head transform.
+
+    Args:
+        root_pose: FLAME root axis-angle per frame, rad. [T, 3]
+        translation: FLAME global translation per frame, m. [T, 3]
+        root_joint: the root joint regressed from each frame's expressed mesh, m, FLAME
+            canonical. [T, 3]
+        viewmats: tracked world→camera, OpenCV axes, m. [T, 4, 4]
+        still: the still camera's world→camera. [4, 4]
+    Returns:
+        root quaternions (w, x, y, z), continuous in sign [T, 4] float64; root locations, m,
+        FLAME (armature) axes [T, 3] float64.
+    """
+    H = np.linalg.inv(np.asarray(still, np.float64)) @ np.asarray(viewmats, np.float64)  # [T, 4, 4]
+    RH, h = H[:, :3, :3], H[:, :3, 3]
+    R = RH @ axis_angle_to_matrix(root_pose)
+    J = np.asarray(root_joint, np.float64)
+    t = np.asarray(translation, np.float64)
+    loc = np.einsum("tij,tj->ti", RH, J + t) + h - J
+    return make_quaternions_continuous(matrix_to_quaternion(R)), loc
 
 
 def joint_expression_basis(J_regressor: np.ndarray, exprdirs: np.ndarray) -> np.ndarray:
@@ -278,4 +371,38 @@ def blender_camera_intrinsics(K: np.ndarray, width: int, height: int,
         "pixel_aspect_y": float(aspect_y),
         "resolution_x": int(width),
         "resolution_y": int(height),
+    }
+
+
+def fit_preserving_intrinsics(K: np.ndarray, width: int, height: int, sensor_width: float = 36.0) -> dict:
+    """A Blender camera that keeps a whole tracked frame in view at any output aspect ratio.
+
+    The horizontal fit of :func:`blender_camera_intrinsics` keeps the frame's horizontal field
+    of view; an output wider than the frame then crops it at the top and bottom. The vertical
+    fit with ``sensor_height = lens · height / fy`` keeps its vertical field of view instead.
+    Choosing ``VERTICAL`` when the output is wider than the frame and ``HORIZONTAL`` otherwise
+    keeps all of it (both fits agree at the frame's own aspect). Blender measures shifts in
+    units of the fitted dimension, so each fit has its own shifts.
+
+    Args:
+        K: intrinsics, px, principal point from the top-left corner. [3, 3]
+        width, height: the tracked frame's size, px.
+        sensor_width: sensor width, mm.
+    Returns:
+        dict with ``lens``, ``sensor_width``, ``sensor_height`` (mm), ``aspect`` (the frame's
+        aspect ``(W / fx) / (H / fy)``: compare with ``(res_x · aspect_x) / (res_y · aspect_y)``),
+        ``shift_x_h``, ``shift_y_h`` (horizontal fit), ``shift_x_v``, ``shift_y_v`` (vertical).
+    """
+    K = np.asarray(K, dtype=np.float64)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    lens = fx * sensor_width / width
+    return {
+        "lens": float(lens),
+        "sensor_width": float(sensor_width),
+        "sensor_height": float(lens * height / fy),
+        "aspect": float((width / fx) / (height / fy)),
+        "shift_x_h": float((0.5 * width - cx) / width),
+        "shift_y_h": float((cy - 0.5 * height) * fx / (fy * width)),
+        "shift_x_v": float((0.5 * width - cx) * fy / (fx * height)),
+        "shift_y_v": float((cy - 0.5 * height) / height),
     }

@@ -57,12 +57,10 @@ def load_map_image(entry: MapEntry, image_name: str) -> bpy.types.Image:
         entry: the map (file, channels, colour space) from maps.json.
         image_name: datablock name to give the image.
     Returns:
-        the image (re-read from disk if an image of that file already existed), with
-        custom properties ``fate_map`` (map name) and ``fate_channels``.
+        a new image (never one already in the file: another avatar's image of the same file keeps
+        its pixels and name), with custom properties ``fate_map`` (map name) and ``fate_channels``.
     """
-    img = bpy.data.images.load(str(Path(entry.path).resolve()), check_existing=True)
-    if img.has_data:
-        img.reload()
+    img = bpy.data.images.load(str(Path(entry.path).resolve()), check_existing=False)
     img.name = image_name
     _set_colorspace(img, entry.colorspace)
     img.use_half_precision = False  # keep 32-bit floats (DESIGN: Blender facts)

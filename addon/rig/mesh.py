@@ -2,7 +2,8 @@
 
 Vertices = ``v_template`` (meters, FLAME canonical); faces = mesh + mouth faces in file order
 (the bindings index them; the mouth faces have the face attribute ``fate_mouth``); UV layer
-``UVMap``; shape keys ``Basis``, ``Exp000``… (exprdirs incl. the learnt ΔE) and
+``UVMap``; shape keys ``Basis``, one per expression (exprdirs incl. the learnt ΔE; named by the
+head's ``expression_names``, e.g. the demo head's ``jaw_open``, else ``Exp000``…) and
 ``Pose_<joint>_<r><c>`` (posedirs incl. ΔP, driven by the bone rotations, :mod:`.drivers`).
 """
 
@@ -22,9 +23,9 @@ __all__ = ["SLIDER_LIMIT", "build_head_mesh", "add_shape_keys", "expression_key_
 SLIDER_LIMIT = 10.0
 
 
-def expression_key_name(k: int) -> str:
-    """Shape-key name of expression coefficient ``k``: ``Exp000``, ``Exp001``, …"""
-    return f"Exp{k:03d}"
+def expression_key_name(head: HeadData, k: int) -> str:
+    """Shape-key name of expression coefficient ``k`` (``head.expression_names[k]``)."""
+    return head.expression_names[k]
 
 
 def build_head_mesh(name: str, head: HeadData, collection: bpy.types.Collection,
@@ -65,7 +66,7 @@ def build_head_mesh(name: str, head: HeadData, collection: bpy.types.Collection,
 
 
 def add_shape_keys(obj: bpy.types.Object, head: HeadData, expression_range: float = 3.0) -> None:
-    """Adds Basis, ``Exp000``… and ``Pose_<joint>_<r><c>`` shape keys (all at value 0).
+    """Adds Basis, the expression keys and ``Pose_<joint>_<r><c>`` shape keys (all at value 0).
 
     Args:
         obj: the head mesh object (vertices = v_template).
@@ -84,7 +85,7 @@ def add_shape_keys(obj: bpy.types.Object, head: HeadData, expression_range: floa
         kb.value = 0.0  # Blender 5.0 starts new keys at 1.0
 
     for k in range(head.num_expressions):
-        add(expression_key_name(k), v + head.exprdirs[:, :, k], -rng, rng)
+        add(expression_key_name(head, k), v + head.exprdirs[:, :, k], -rng, rng)
     # (R - I) entries lie in [-2, 2]; driven values are clamped to the slider range.
     for i, name in enumerate(flame_math.corrective_key_names(head.joint_names)):
         add(name, v + head.posedirs[i].reshape(V, 3), -2.0, 2.0)

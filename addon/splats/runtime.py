@@ -13,6 +13,12 @@ from :func:`addon.rig.bindings.get_bindings`.
 
 Map samples are cached per head and re-read when :func:`tag_maps_changed` was called since
 (Sync Maps, painting seen by the viewport) or when final renders ask for it.
+
+Re-splat density (the head's ``fate.resplat`` / ``fate.texel_stride``, :func:`texel_stride`):
+"as trained" places the avatar's own Gaussians (its bindings); "per texel" places one Gaussian at
+every ``stride``-th covered texel of the colour map's size (:mod:`.texels`), so what Texture Paint
+shows is what the render keeps. A head without maps renders its trained Gaussians' attributes
+(``blender/gaussians.npz``, stored on the bindings object) until it is baked.
 """
 
 from __future__ import annotations
@@ -25,14 +31,19 @@ import bpy
 import numpy as np
 
 from ..errors import MapsError, SplatError
-from ..rig.bindings import PROP_MAP_PREFIX, PROP_MAPS, avatar_map_images, get_bindings, is_head_object
+from ..rig.bindings import (PROP_MAP_PREFIX, PROP_MAPS, avatar_map_images, get_bindings,
+                            get_trained_attributes, is_head_object)
 from .geometry import MapSamples, SplatGaussians, place_gaussians
 from .pixels import MAP_NAMES, sample_maps
+from .texels import TexelSplats, texel_splats
 
 log = logging.getLogger(__name__)
 
-__all__ = ["maps_generation", "tag_maps_changed", "get_bindings_for", "mesh_arrays", "AvatarRuntime",
-           "avatar_runtime", "clear_caches", "is_avatar", "scene_gaussians"]
+__all__ = ["maps_generation", "tag_maps_changed", "get_bindings_for", "mesh_arrays", "corner_uvs",
+           "texel_stride", "AvatarRuntime", "avatar_runtime", "clear_caches", "is_avatar", "scene_gaussians"]
+
+BAKE_FIRST = "Bake first"
+"""How a render error about missing maps starts (the sidebar shows the Bake button next to it)."""
 
 # ------------------------------------------------------------------------------ map generation
 _maps_generation = 0
@@ -115,12 +126,42 @@ def mesh_arrays(mesh: bpy.types.Mesh, faces: bool = True) -> tuple[np.ndarray, n
     return verts.reshape(nv, 3), tris.reshape(nf, 3)
 
 
+def corner_uvs(mesh: bpy.types.Mesh) -> np.ndarray:
+    """UVs of every triangle corner of a triangulated mesh (its active UV layer).
+
+    Returns:
+        OBJ convention (origin bottom-left), polygon order. [F, 3, 2] float32
+    Raises:
+        SplatError: the mesh has no UV layer.
+    """
+    layer = mesh.uv_layers.active
+    if layer is None:
+        raise SplatError(f"mesh '{mesh.name}' has no UV map: per-texel density needs the head's UVs")
+    uv = np.empty(len(mesh.loops) * 2, np.float32)
+    layer.data.foreach_get("uv", uv)
+    return uv.reshape(-1, 3, 2)
+
+
+def texel_stride(obj: bpy.types.Object) -> int:
+    """The head's re-splat density: 0 = as trained, k ≥ 1 = one Gaussian per k-th texel.
+
+    Reads ``obj.fate`` (:class:`addon.ui.properties.FATE_PG_object`) when registered.
+    """
+    src = getattr(obj, "original", None) or obj
+    settings = getattr(src, "fate", None)
+    if settings is None or getattr(settings, "resplat", "TRAINED") != "TEXEL":
+        return 0
+    return max(1, int(settings.texel_stride))
+
+
 # ------------------------------------------------------------------------------ runtime
-def _required_map_images(obj: bpy.types.Object) -> dict[str, bpy.types.Image]:
+def _required_map_images(obj: bpy.types.Object, allow_none: bool = False) -> dict[str, bpy.types.Image]:
     """The head's images of all the maps the runtime needs (:data:`.pixels.MAP_NAMES`).
 
     Args:
         obj: the head object (original or evaluated).
+        allow_none: return {} when the head references no map at all (it may render its trained
+            Gaussians instead).
     Returns:
         map name → image, for all of :data:`.pixels.MAP_NAMES`.
     Raises:
@@ -131,11 +172,14 @@ def _required_map_images(obj: bpy.types.Object) -> dict[str, bpy.types.Image]:
         images = avatar_map_images(src)
     except MapsError as exc:
         raise SplatError(str(exc)) from exc
+    if allow_none and not images:
+        return {}
     for m in MAP_NAMES:
         if m not in images:
-            raise SplatError(f"object '{src.name}' has no '{m}' map: expected '{PROP_MAPS}' (map "
-                             f"name → image name for {list(MAP_NAMES)}) or an image in "
-                             f"'{PROP_MAP_PREFIX}{m}'; run Sync Maps / re-import the avatar")
+            raise SplatError(f"{BAKE_FIRST}: object '{src.name}' has no '{m}' map (and no trained "
+                             f"Gaussians to show): bake the avatar (FATE sidebar > 3. Bake) and "
+                             f"import it again, or point '{PROP_MAP_PREFIX}{m}' / '{PROP_MAPS}' at "
+                             f"the map images of {list(MAP_NAMES)}")
     return {m: images[m] for m in MAP_NAMES}
 
 
@@ -158,6 +202,10 @@ class AvatarRuntime:
     samples: MapSamples | None = None
     generation: int = -1
     image_names: dict = field(default_factory=dict)
+    texels: dict = field(default_factory=dict)
+    """(map width, height, stride) → :class:`.texels.TexelSplats` of the head's rest mesh."""
+    texel_samples: MapSamples | None = None
+    texel_key: tuple = ()
 
     @classmethod
     def from_object(cls, obj: bpy.types.Object) -> "AvatarRuntime":
@@ -184,14 +232,54 @@ class AvatarRuntime:
             obj: the head object (original or evaluated).
             resample: re-read the images even if the cache is current (final renders do).
         """
-        images = _required_map_images(obj)
+        images = _required_map_images(obj, allow_none=True)
         names = {m: img.name for m, img in images.items()}
         if (resample or self.samples is None or self.generation != _maps_generation
                 or names != self.image_names):
-            self.samples = sample_maps(images, self.uv)
+            self.samples = sample_maps(images, self.uv) if images else self._trained_samples(obj)
             self.generation = _maps_generation
             self.image_names = names
         return self.samples
+
+    def _trained_samples(self, obj: bpy.types.Object) -> MapSamples:
+        """The trained Gaussians' own attributes (an avatar that is not baked yet).
+
+        Raises:
+            SplatError: the head has neither maps nor trained attributes ("Bake first").
+        """
+        trained = get_trained_attributes(obj)
+        if trained is None or len(trained["opacity"]) != len(self.face_idx):
+            _required_map_images(obj)  # raises the "Bake first" error
+        return MapSamples(**{m: np.ascontiguousarray(trained[m], np.float32) for m in MAP_NAMES})
+
+    def texel_gaussians(self, obj_eval: bpy.types.Object, verts: np.ndarray, faces: np.ndarray,
+                        stride: int, resample: bool = False) -> SplatGaussians:
+        """Per-texel Gaussians (:mod:`.texels`) on the evaluated mesh, from the head's maps.
+
+        Args:
+            obj_eval: the evaluated head object.
+            verts, faces: its evaluated vertices [V, 3] and triangles [F, 3] (mesh frame).
+            stride: one Gaussian per ``stride``-th texel of the colour map.
+            resample: re-read the map images even if the cache is current.
+        Raises:
+            SplatError: the head has no maps ("Bake first").
+        """
+        images = _required_map_images(obj_eval)
+        W, H = (int(x) for x in images["color"].size)
+        src = getattr(obj_eval, "original", None) or obj_eval
+        ts: TexelSplats | None = self.texels.get((W, H, stride))
+        if ts is None:
+            rest, rest_faces = mesh_arrays(src.data)
+            ts = texel_splats(rest, rest_faces, corner_uvs(src.data), W, H, stride)
+            self.texels = {(W, H, stride): ts}
+        key = (W, H, stride, _maps_generation, tuple(sorted((m, i.name) for m, i in images.items())))
+        if resample or self.texel_samples is None or key != self.texel_key:
+            s = sample_maps(images, ts.uv)
+            self.texel_samples = MapSamples(color=s.color, opacity=s.opacity, scale=ts.scale,
+                                            rotation=ts.rotation, offset=s.offset)
+            self.texel_key = key
+        M = np.array(obj_eval.matrix_world, dtype=np.float64)
+        return place_gaussians(verts, faces, ts.face_idx, ts.bary, self.texel_samples, M)
 
     def gaussians(self, obj_eval: bpy.types.Object, resample: bool = False) -> SplatGaussians:
         """World Gaussians on the evaluated mesh of the head object.
@@ -203,6 +291,9 @@ class AvatarRuntime:
             SplatError: the evaluated mesh does not have the faces the bindings refer to.
         """
         verts, faces = mesh_arrays(obj_eval.data)
+        stride = texel_stride(obj_eval)
+        if stride:
+            return self.texel_gaussians(obj_eval, verts, faces, stride, resample=resample)
         if len(self.face_idx) and int(self.face_idx.max()) >= faces.shape[0]:
             raise SplatError(f"object '{self.name}': bindings refer to face "
                              f"{int(self.face_idx.max())}, the evaluated mesh has "

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from ..extension import ROOT_PACKAGE
 from ..jobs.worker import python_in_venv
@@ -14,6 +14,8 @@ from ..jobs.worker import python_in_venv
 ENGINE_ENV_FOLDER = "engine-venv"
 WORKER_PYTHON_ENV = "FATE_WORKER_PYTHON"
 """Environment variable used when the preference is empty (scripts, CI)."""
+DEFAULT_BACKUPS = 10
+"""Backups kept per map file when the add-on is not enabled (tests, scripts)."""
 
 
 def engine_env_dir(create: bool = False) -> Path:
@@ -46,6 +48,10 @@ class FATE_AddonPreferences(bpy.types.AddonPreferences):
                ("CPU", "CPU", "Slow reference path (small tests only)")))
     worker_status: StringProperty(name="Worker Status", default="not checked",
                                   description="Result of the last Check")
+    backups_to_keep: IntProperty(
+        name="Backups to Keep", default=DEFAULT_BACKUPS, min=1, soft_max=100,
+        description="Map backups kept per map file by Sync Maps (and copies kept by Restore Previous Maps); "
+                    "the oldest are deleted")
 
     def draw(self, context):
         """The preferences panel: FLAME folder, worker Python, device, Check / Install Engine."""
@@ -62,6 +68,7 @@ class FATE_AddonPreferences(bpy.types.AddonPreferences):
         row.operator("fate.check_worker", icon="CHECKMARK")
         row.operator("fate.install_engine", icon="IMPORT")
         col.label(text=f"Worker: {self.worker_status}")
+        col.prop(self, "backups_to_keep")
         env_python = python_in_venv(engine_env_dir())
         if env_python.is_file():
             col.label(text=f"Installed engine: {env_python}", icon="CHECKBOX_HLT")

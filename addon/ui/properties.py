@@ -1,4 +1,5 @@
-"""Scene properties of the add-on: one PropertyGroup, ``Scene.fate`` (read as ``context.scene.fate``).
+"""Properties of the add-on: ``Scene.fate`` (:class:`FATE_PG_scene`, read as ``context.scene.fate``)
+and ``Object.fate`` (:class:`FATE_PG_object`, the splat engine's settings of a head).
 
 Job fields are written only by :mod:`addon.jobs.runtime` on the main thread (timer callbacks).
 """
@@ -43,6 +44,14 @@ class FATE_PG_scene(bpy.types.PropertyGroup):
                     "are a direct fit)")
     import_tracking: BoolProperty(name="Tracked Animation", default=True,
                                   description="Import the training video's expressions, poses and camera")
+    import_camera: EnumProperty(
+        name="Camera", default="STILL",
+        items=(("STILL", "Still", "A still camera; the head carries the tracked motion (turns in the world)"),
+               ("TRACKED", "Tracked", "The camera replays the training video's views (to check against the "
+                                      "footage); the head turns only relative to it")),
+        description="How Import Avatar sets up the tracked head motion and the camera")
+    preset_name: StringProperty(name="Preset", default="Preset",
+                                description="Name to save the current expression and pose under")
 
     job_kind: StringProperty(name="Job", description="Verb of the current/last job")
     job_state: EnumProperty(name="State", items=JOB_STATES, default="IDLE")
@@ -61,19 +70,36 @@ class FATE_PG_scene(bpy.types.PropertyGroup):
     job_checkpoint: StringProperty(name="Checkpoint", subtype="FILE_PATH")
 
 
-CLASSES = (FATE_PG_scene,)
+class FATE_PG_object(bpy.types.PropertyGroup):
+    """Per-head settings of the FATE Splats engine (read by ``addon.splats.runtime.texel_stride``)."""
+
+    resplat: EnumProperty(
+        name="Density", default="TRAINED",
+        items=(("TRAINED", "As Trained", "The avatar's own Gaussians: its trained look; paint finer than "
+                                         "their spacing is averaged away"),
+               ("TEXEL", "Per Texel", "One Gaussian per covered texel of the maps (or every k-th), sized "
+                                      "to the texel: what Texture Paint shows is what renders")),
+        description="Where the splat engine places Gaussians when it re-splats the maps")
+    texel_stride: IntProperty(name="Every k-th Texel", default=1, min=1, soft_max=8, max=64,
+                              description="Per Texel density: one Gaussian per k-th texel in u and v "
+                                          "(1 = every texel; k² times fewer Gaussians)")
+
+
+CLASSES = (FATE_PG_scene, FATE_PG_object)
 
 
 def register() -> None:
-    """Registers ``FATE_PG_scene`` and ``Scene.fate``."""
+    """Registers the property groups, ``Scene.fate`` and ``Object.fate``."""
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     bpy.types.Scene.fate = PointerProperty(type=FATE_PG_scene)
+    bpy.types.Object.fate = PointerProperty(type=FATE_PG_object)
 
 
 def unregister() -> None:
-    """Deletes ``Scene.fate`` and unregisters its class."""
-    if hasattr(bpy.types.Scene, "fate"):
-        del bpy.types.Scene.fate
+    """Deletes ``Object.fate`` and ``Scene.fate`` and unregisters their classes."""
+    for owner in (bpy.types.Object, bpy.types.Scene):
+        if hasattr(owner, "fate"):
+            del owner.fate
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from engine.errors import ConfigError
+
+
+def _check_texel_stride(stride: int) -> None:
+    if stride < 0:
+        raise ConfigError(f"texel_stride must be 0 (as trained) or a positive stride, found {stride}")
+
 
 @dataclass
 class RenderConfig:
@@ -20,10 +27,15 @@ class RenderConfig:
     """another tracked dataset whose FLAME expression/pose (and cameras) drive the avatar: cross-reenactment"""
     from_maps: bool = False
     """re-splat the Gaussians from the baked (possibly edited) maps in <avatar>/maps"""
+    texel_stride: int = 0
+    """re-splat density with from_maps: 0 = the trained Gaussians, k >= 1 = one per k-th covered texel"""
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """auto, cuda or cpu"""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """background colour"""
+
+    def __post_init__(self) -> None:
+        _check_texel_stride(self.texel_stride)
 
 
 @dataclass
@@ -38,6 +50,8 @@ class EvalConfig:
     """which frames"""
     from_maps: bool = False
     """evaluate the baked avatar (maps) instead of the trained Gaussians"""
+    texel_stride: int = 0
+    """re-splat density with from_maps: 0 = the trained Gaussians, k >= 1 = one per k-th covered texel"""
     lpips_vgg: str = ""
     """VGG16 weights for LPIPS (torchvision state_dict); empty = no LPIPS"""
     lpips_lin: str = ""
@@ -48,3 +62,6 @@ class EvalConfig:
     """background colour (also used to composite the ground truth)"""
     out: str = ""
     """metrics file (default: <avatar>/metrics_<split>.json)"""
+
+    def __post_init__(self) -> None:
+        _check_texel_stride(self.texel_stride)

@@ -14,16 +14,29 @@ from engine.device import resolve_device
 from engine.errors import ConfigError
 from engine.evaluate.config import RenderConfig
 from engine.geometry.cameras import Camera
-from engine.maps import load_maps_into
+from engine.maps import load_maps, load_maps_into, texel_gaussians
 
 log = logging.getLogger(__name__)
 
 
-def load_for_rendering(avatar_dir: str | Path, device: torch.device, from_maps: bool) -> LoadedAvatar:
+def load_for_rendering(avatar_dir: str | Path, device: torch.device, from_maps: bool,
+                       texel_stride: int = 0) -> LoadedAvatar:
     """Loads an avatar; with ``from_maps`` its Gaussian attributes are replaced by those
-    re-splatted from its baked (possibly edited) maps (FATE §3.3)."""
+    re-splatted from its baked (possibly edited) maps (FATE §3.3): onto the trained Gaussians'
+    bindings (``texel_stride`` 0) or onto one Gaussian per ``texel_stride``-th covered texel
+    (:func:`engine.maps.texel_gaussians`)."""
     loaded = load_avatar(avatar_dir, device)
-    if from_maps:
+    if from_maps and texel_stride > 0:
+        av = loaded.avatar
+        maps, manifest = load_maps(loaded.folder.maps_dir)
+        shape = torch.as_tensor(loaded.tracking["shape"], device=device)[None]
+        n_expr = av.blendshapes.delta_exprdirs.shape[-1]
+        with torch.no_grad():
+            rest, _ = av.posed_vertices(shape, torch.zeros(1, n_expr, device=device),
+                                        torch.zeros(1, av.head.num_joints * 3, device=device), None)
+        av.gaussians = texel_gaussians({k: v.to(device) for k, v in maps.items()}, rest[0], av.head,
+                                       int(manifest["resolution"]), texel_stride, av.gaussians.shell)
+    elif from_maps:
         load_maps_into(loaded.avatar.gaussians, loaded.folder.maps_dir, loaded.avatar.head)
     return loaded
 
@@ -81,7 +94,7 @@ def run_render(cfg: RenderConfig, sink=None) -> dict:
     from engine.io.images import write_png
 
     device = resolve_device(cfg.device)
-    loaded = load_for_rendering(cfg.avatar, device, cfg.from_maps)
+    loaded = load_for_rendering(cfg.avatar, device, cfg.from_maps, cfg.texel_stride)
     out = Path(cfg.out) if cfg.out else loaded.folder.renders_dir(cfg.split, reenact=bool(cfg.driver))
     out.mkdir(parents=True, exist_ok=True)
     n = 0

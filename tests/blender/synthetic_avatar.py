@@ -155,12 +155,50 @@ def make_maps(seed: int = 2, size: int = 8) -> dict[str, np.ndarray]:
     return out
 
 
+def make_plausible_maps(seed: int = 2, size: int = 8) -> dict[str, np.ndarray]:
+    """Map arrays [H, W, C] (row 0 = top) a head could have: random colours, opacity 0.6-0.95,
+    scale 0.25-0.5 of the face scale, small rotations, offsets within ±1 mm (renders look like a
+    surface, unlike :func:`make_maps`' arbitrary values)."""
+    rng = np.random.default_rng(seed)
+    shape = (size, size + 4)
+    return {"color": rng.uniform(0.05, 0.95, shape + (3,)).astype(np.float32),
+            "opacity": rng.uniform(0.6, 0.95, shape + (1,)).astype(np.float32),
+            "scale": rng.uniform(0.25, 0.5, shape + (3,)).astype(np.float32),
+            "rotation": rng.uniform(-0.3, 0.3, shape + (3,)).astype(np.float32),
+            "offset": rng.uniform(-0.001, 0.001, shape + (1,)).astype(np.float32)}
+
+
+def write_maps(folder: Path, maps: dict[str, np.ndarray]) -> None:
+    """maps/<name>.exr and maps/maps.json of ``maps`` (the engine's layout)."""
+    (folder / "maps").mkdir(exist_ok=True)
+    manifest = {"format": "fate-maps", "format_version": 1, "maps": {}}
+    for name, arr in maps.items():
+        chans, cs = MAP_LAYOUT[name]
+        write_exr(folder / "maps" / f"{name}.exr", arr, chans)
+        manifest["maps"][name] = {"file": f"{name}.exr", "channels": len(chans), "colorspace": cs}
+    (folder / "maps" / "maps.json").write_text(json.dumps(manifest, indent=1))
+
+
+def trained_attributes(n: int, seed: int = 4) -> dict[str, np.ndarray]:
+    """blender/gaussians.npz arrays of n trained Gaussians (plausible values, see make_plausible_maps)."""
+    rng = np.random.default_rng(seed)
+    return {"color": rng.uniform(0.05, 0.95, (n, 3)).astype(np.float32),
+            "opacity": rng.uniform(0.6, 0.95, n).astype(np.float32),
+            "scale": rng.uniform(0.25, 0.5, (n, 3)).astype(np.float32),
+            "rotation": rng.uniform(-0.3, 0.3, (n, 3)).astype(np.float32),
+            "offset": rng.uniform(-0.001, 0.001, n).astype(np.float32)}
+
+
 def write_avatar(folder: Path, *, seed: int = 0, n_expr: int = 20, n_frames: int = 5,
-                 with_maps: bool = True, n_gaussians: int = 60) -> dict:
+                 with_maps: bool = True, n_gaussians: int = 60, plausible: bool = False,
+                 with_trained: bool = False) -> dict:
     """Writes avatar.json, tracking.npz, blender/{head,bindings}.npz and maps/ into ``folder``.
 
+    Args:
+        plausible: maps from :func:`make_plausible_maps` (renderable) instead of :func:`make_maps`.
+        with_trained: also blender/gaussians.npz (:func:`trained_attributes`).
     Returns:
-        dict with "head", "tracking", "maps", "bindings" arrays for the tests.
+        dict with "head", "tracking", "maps", "bindings" (and "trained") arrays for the tests.
     """
     folder = Path(folder)
     (folder / "blender").mkdir(parents=True, exist_ok=True)
@@ -175,17 +213,14 @@ def write_avatar(folder: Path, *, seed: int = 0, n_expr: int = 20, n_frames: int
     bindings = {"face_idx": face_idx, "bary": bary, "uv": uv}
     np.savez(folder / "blender" / "bindings.npz", **bindings)
     (folder / "avatar.json").write_text(json.dumps({"format": "fate-avatar", "format_version": 1}))
-    maps = {}
+    out = {"head": head, "tracking": tracking, "maps": {}, "bindings": bindings}
+    if with_trained:
+        out["trained"] = trained_attributes(n_gaussians, seed + 4)
+        np.savez(folder / "blender" / "gaussians.npz", **out["trained"])
     if with_maps:
-        maps = make_maps(seed + 2)
-        (folder / "maps").mkdir(exist_ok=True)
-        manifest = {"format": "fate-maps", "format_version": 1, "maps": {}}
-        for name, arr in maps.items():
-            chans, cs = MAP_LAYOUT[name]
-            write_exr(folder / "maps" / f"{name}.exr", arr, chans)
-            manifest["maps"][name] = {"file": f"{name}.exr", "channels": len(chans), "colorspace": cs}
-        (folder / "maps" / "maps.json").write_text(json.dumps(manifest, indent=1))
-    return {"head": head, "tracking": tracking, "maps": maps, "bindings": bindings}
+        out["maps"] = make_plausible_maps(seed + 2) if plausible else make_maps(seed + 2)
+        write_maps(folder, out["maps"])
+    return out
 
 
 # --------------------------------------------------------------------------- reference FLAME

@@ -31,12 +31,12 @@ ALLOWED = {
     "addon.jobs": {"addon.errors"},
     "addon.ui": {"addon.extension", "addon.jobs"},
     "addon.demo": {"addon.errors", "addon.jobs", "addon.rig", "addon.splats"},
-    "addon": {"addon.extension", "addon.jobs", "addon.ui", "addon.splats"},
+    "addon": {"addon.extension", "addon.jobs", "addon.ui", "addon.splats", "addon.maps"},
 }
 """Layer (``addon`` = its ``__init__``) → the other layers it may import (docs/ARCHITECTURE.md)."""
 
 BPY_FREE = ("addon.errors", "addon.extension", "addon.files", "addon.rig.flame_math",
-            "addon.splats.colour", "addon.splats.geometry", "addon.jobs.events", "addon.jobs.worker",
+            "addon.splats.colour", "addon.splats.geometry", "addon.splats.texels", "addon.maps.backups", "addon.jobs.events", "addon.jobs.worker",
             "addon.jobs.config", "addon.jobs.install_engine")
 """Modules (or packages: every module in them) that must import no Blender module, directly or
 through the add-on modules they import."""

@@ -32,13 +32,15 @@ def avatar_dir(tmp_path_factory):
 def imported(avatar_dir):
     folder, arrays = avatar_dir
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    result = import_avatar(folder, bpy.context.scene)
+    result = import_avatar(folder, bpy.context.scene, camera="TRACKED")
     return result, arrays
 
 
 def _fcurve_keys(id_data, data_path, index=0):
-    """(frames, values) of an F-curve, found through the action's channels (4.4+ or legacy)."""
-    action = id_data.animation_data.action
+    """(frames, values) of an F-curve, found through the channels (4.4+ or legacy) of the active
+    action or, for the tracked animation, the "FATE Tracking" NLA strip's action."""
+    ad = id_data.animation_data
+    action = ad.action or ad.nla_tracks["FATE Tracking"].strips[0].action
     if hasattr(action, "layers"):
         fcurves = [fc for layer in action.layers for strip in layer.strips
                    for bag in strip.channelbags for fc in bag.fcurves]

@@ -83,8 +83,10 @@ def test_train_bake_import_matches_engine(baked_avatar):
     avatar, reference, train = baked_avatar
     assert (avatar / "logs").is_dir() and train.log_path.is_file()
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    result = import_avatar(avatar, bpy.context.scene)
+    # the tracked camera: the rig is then FLAME itself (the still camera's rig moves the head too)
+    result = import_avatar(avatar, bpy.context.scene, camera="TRACKED")
     assert result.warnings == []
+    assert result.bindings is not None and "fate_color" in result.bindings.data.attributes  # trained, baked
     assert set(result.images) == {"color", "opacity", "scale", "rotation", "offset"}
     maps = json.loads((avatar / "maps" / "maps.json").read_text())["maps"]
     for name, img in result.images.items():

@@ -57,6 +57,31 @@ def test_sidebar_draws(registered, state):
             assert "fate.job_cancel" in ops and "fate.job_log_open" in ops
     prefs_cls = submodule("addon.ui.preferences").FATE_AddonPreferences
     fake_prefs = type("P", (), {"flame_dir": "", "python_path": "", "device": "AUTO", "worker_status": "ok",
-                                "layout": FakeLayout()})()
+                                "backups_to_keep": 10, "layout": FakeLayout()})()
     prefs_cls.draw(fake_prefs, bpy.context)
     assert ("operator", "fate.check_worker") in fake_prefs.layout.log
+
+
+def test_sidebar_with_an_unbaked_avatar(registered, tmp_path):
+    """An imported avatar without maps: "Bake first" with the Bake button beside it; the animation
+    panel lists the tracking layer and the saved presets."""
+    from synthetic_avatar import write_avatar
+
+    sidebar = submodule("panels.sidebar")
+    folder = tmp_path / "unbaked"
+    write_avatar(folder, n_expr=3, n_frames=2, with_maps=False)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    assert bpy.ops.fate.import_avatar(directory=str(folder)) == {"FINISHED"}
+    assert bpy.ops.fate.preset_save(name="smile") == {"FINISHED"}
+    panel = _Self()
+    sidebar.FATE_PT_avatar.draw(panel, bpy.context)
+    log = panel.layout.log
+    bake_first = log.index(("label", "Bake first: no maps to render"))
+    assert log[bake_first + 1] == ("operator", "fate.bake_start")
+    assert ("prop", "resplat") in log and ("operator", "fate.restore_maps") in log
+    panel = _Self()
+    sidebar.FATE_PT_animation.draw(panel, bpy.context)
+    ops = [v for k, v in panel.layout.log if k == "operator"]
+    assert ops[:3] == ["fate.preset_save", "fate.preset_apply", "fate.preset_delete"]
+    assert "fate.expression_neutral" in ops and "fate.look_at_add" in ops
+    assert ("prop", "mute") in panel.layout.log and ("prop", "action_blend_type") in panel.layout.log

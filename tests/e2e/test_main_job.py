@@ -161,6 +161,7 @@ print("RESULT " + json.dumps({
     "keys": len(heads[0].data.shape_keys.key_blocks) if heads else 0,
     "maps": sorted(imgs), "maps_exist": all(os.path.isfile(p) for p in imgs.values()),
     "relative": all(i.filepath.startswith("//") for i in bpy.data.images if i.get("fate_map")),
+    "output_relative": scene.render.filepath.startswith("//"),
     "frames": [scene.frame_start, scene.frame_end], "camera": scene.camera.name if scene.camera else None,
     "turntable": "FATE demo turntable" in bpy.data.objects}))
 """
@@ -180,6 +181,6 @@ def test_demo_blend_opens_ready(demo):
     assert res["enabled"] and res["engine"] == "FATE_SPLAT"
     assert res["heads"] == ["avatar"] and res["keys"] > 10
     assert res["maps"] == ["color", "offset", "opacity", "rotation", "scale"]
-    assert res["maps_exist"] and res["relative"]
+    assert res["maps_exist"] and res["relative"] and res["output_relative"]
     assert res["frames"] == [1, m["frames"]] and res["camera"] == "avatar_camera"
     assert res["turntable"]

@@ -54,6 +54,23 @@ def test_blender_export_matches_engine_deformation(trained_avatar):
     np.testing.assert_allclose(numpy_verts, verts[0].detach().numpy(), atol=1e-6)  # float32 sums
 
 
+def test_blender_export_has_the_trained_gaussians_and_the_expression_names(trained_avatar):
+    """blender/gaussians.npz = the Gaussians' activated attributes (what Blender renders before a
+    bake); blender/head.npz names the demo head's expressions."""
+    from engine.avatar_folder import load_avatar
+    from engine.model.demo_head import DEMO_EXPRESSION_NAMES
+
+    g = load_avatar(trained_avatar).avatar.gaussians
+    with np.load(trained_avatar / "blender" / "gaussians.npz", allow_pickle=False) as z:
+        saved = {k: z[k] for k in z.files}
+    assert set(saved) == {"color", "opacity", "scale", "rotation", "offset"}
+    for name, value in g.activated().items():
+        np.testing.assert_array_equal(saved[name], value.detach().numpy().astype(np.float32))
+    with np.load(trained_avatar / "blender" / "head.npz", allow_pickle=False) as z:
+        names = z["expression_names"].tolist()
+        assert names == DEMO_EXPRESSION_NAMES[:z["exprdirs"].shape[2]]
+
+
 def _tiny_cfg(dataset, out, steps, **kw):
     return TrainConfig(dataset=str(dataset), output=str(out), steps=steps, uv_resolution=32,
                        preview_every=0, checkpoint_every=5, device="cpu",
