@@ -10,7 +10,7 @@ from __future__ import annotations
 import bpy
 
 from ..addon.jobs import runtime as job_runtime
-from ..addon.rig.bindings import avatar_map_images, find_head_object, has_trained_attributes
+from ..addon.rig.bindings import PROP_PERCEPTUAL, avatar_map_images, find_head_object, has_trained_attributes
 from ..addon.rig.presets import preset_names
 from ..addon.rig.tracking import TRACK_NAME
 from ..addon.ui import preferences
@@ -112,10 +112,20 @@ class FATE_PT_avatar(_FateSidebar, bpy.types.Panel):
                 if settings.resplat == "TEXEL":
                     row.prop(settings, "texel_stride", text="Every")
             _draw_bake_first(box, head)
+            _draw_training_note(box, head)
         box.label(text="F12 renders the scene camera's view")
 
         if running:
             layout.label(text="A job is running: see FATE Job below", icon="TIME")
+
+
+def _draw_training_note(layout, head) -> None:
+    """Says plainly when the avatar was trained without FATE's VGG perceptual loss."""
+    term = str(head.get(PROP_PERCEPTUAL, ""))
+    if term.startswith("dssim"):
+        col = layout.column(align=True)
+        col.label(text="Trained with D-SSIM: no VGG16 weights were given", icon="ERROR")
+        col.label(text="(FATE trains with VGG x0.1; see README, 'VGG weights')")
 
 
 class FATE_PT_animation(_FateSidebar, bpy.types.Panel):

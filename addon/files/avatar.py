@@ -27,6 +27,7 @@ HEAD_FILE = Path("blender") / "head.npz"
 BINDINGS_FILE = Path("blender") / "bindings.npz"
 GAUSSIANS_FILE = Path("blender") / "gaussians.npz"
 TRACKING_FILE = Path("tracking.npz")
+AVATAR_JSON = Path("avatar.json")
 MAPS_DIR = Path("maps")
 MAPS_MANIFEST = MAPS_DIR / "maps.json"
 
@@ -203,6 +204,9 @@ class AvatarData:
     maps: list[MapEntry]
     warnings: list[str]
     gaussians: TrainedGaussians | None = None
+    perceptual: str = ""
+    """The perceptual term the avatar was trained with (``avatar.json`` ``metrics.perceptual``), e.g.
+    "vgg x0.1" (FATE's) or "dssim x0.2 (no VGG weights; FATE: vgg x0.1)"; "" when not recorded."""
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -474,4 +478,15 @@ def read_avatar(folder: Path, *, with_tracking: bool = True, with_maps: bool = T
         except MapsError as exc:
             warnings.append(f"imported without maps: {exc}")
     return AvatarData(folder=folder, head=head, bindings=bindings, tracking=tracking, maps=maps,
-                      warnings=warnings, gaussians=gaussians)
+                      warnings=warnings, gaussians=gaussians, perceptual=read_perceptual_term(folder))
+
+
+def read_perceptual_term(folder: Path) -> str:
+    """``metrics.perceptual`` of ``avatar.json`` ("" when the file or the key is missing: an avatar
+    trained before it was recorded, or a folder written by other tools)."""
+    try:
+        meta = json.loads((Path(folder) / AVATAR_JSON).read_text())
+    except (OSError, ValueError):
+        return ""
+    term = meta.get("metrics", {}).get("perceptual", "") if isinstance(meta, dict) else ""
+    return term if isinstance(term, str) else ""

@@ -45,7 +45,7 @@ from ..errors import AvatarError, MapsError
 from ..files.avatar import AvatarData, MapEntry, read_avatar
 from . import flame_math
 from .armature import add_skinning, build_rig
-from .bindings import (PROP_AVATAR_DIR, PROP_EXPRESSIONS, PROP_HEAD_MODEL, PROP_MAP_PREFIX,
+from .bindings import (PROP_AVATAR_DIR, PROP_EXPRESSIONS, PROP_HEAD_MODEL, PROP_MAP_PREFIX, PROP_PERCEPTUAL,
                        create_bindings_object)
 from .drivers import add_corrective_drivers, add_joint_offset_drivers
 from .material import build_material, load_map_image
@@ -176,6 +176,7 @@ def import_avatar(folder: str | Path, scene: bpy.types.Scene, context=None, *, n
     for o in (obj, rig):
         o[PROP_AVATAR_DIR] = str(data.folder.resolve())
     obj[PROP_HEAD_MODEL] = head.name
+    obj[PROP_PERCEPTUAL] = data.perceptual
     obj[PROP_EXPRESSIONS] = list(head.expression_names)
     if data.tracking is not None:
         scene.frame_set(scene.frame_start if set_frame_range else scene.frame_current)

@@ -228,3 +228,37 @@ def test_bad_head_file_message(tmp_path):
     (folder / "maps" / "maps.json").write_text(json.dumps({"maps": {"color": {"file": "nope.exr"}}}))
     with pytest.raises(avatar_files.MapsError, match="nope.exr"):
         avatar_files.read_maps_manifest(folder)
+
+
+def test_import_records_the_perceptual_term_and_the_panel_warns(tmp_path):
+    """Issue 12: an avatar trained without VGG16 weights says so on the head and in the sidebar."""
+    folder = tmp_path / "dssim"
+    write_avatar(folder, n_expr=4, n_frames=2, with_maps=False)
+    meta = json.loads((folder / "avatar.json").read_text())
+    meta["metrics"] = {"perceptual": "dssim x0.2 (no VGG weights; FATE: vgg x0.1)"}
+    (folder / "avatar.json").write_text(json.dumps(meta))
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    head = import_avatar(folder, bpy.context.scene).head
+    assert head["fate_trained_with"].startswith("dssim x0.2")
+    from addon_package import submodule
+
+    _draw_training_note = submodule("panels.sidebar")._draw_training_note
+
+    class Layout:  # records the labels the panel would draw
+        def __init__(self):
+            self.labels = []
+
+        def column(self, align=False):
+            return self
+
+        def label(self, text="", icon="NONE"):
+            self.labels.append(text)
+
+    lay = Layout()
+    _draw_training_note(lay, head)
+    assert any("D-SSIM" in t for t in lay.labels)
+    head["fate_trained_with"] = "vgg x0.1"
+    lay = Layout()
+    _draw_training_note(lay, head)
+    assert lay.labels == []
+    assert avatar_files.read_perceptual_term(tmp_path / "missing") == ""
