@@ -54,16 +54,17 @@ class DemoConfig:
 
 PRESETS: dict[str, dict[str, int]] = {
     "cpu": dict(frames=100, resolution=256, samples=16, texture_resolution=1024, steps=400,
-                uv_resolution=160, densify_count=1000, bake_resolution=256, bake_steps=300,
+                uv_resolution=128, densify_count=1000, bake_resolution=256, bake_steps=300,
                 bake_channels=16, turntable_frames=72, threads=1),
     "cuda": dict(frames=150, resolution=512, samples=32, texture_resolution=2048, steps=6000,
                  uv_resolution=256, densify_count=5000, bake_resolution=512, bake_steps=1500,
                  bake_channels=32, turntable_frames=96),
     "test": dict(frames=20, resolution=64, samples=8, texture_resolution=256, steps=150,
-                 uv_resolution=64, densify_count=300, bake_resolution=64, bake_steps=30,
+                 uv_resolution=64, densify_count=300, bake_resolution=128, bake_steps=30,
                  bake_channels=8, turntable_frames=6, threads=1),
 }
-"""Defaults per preset; "cpu" fits the 15-minute budget of a 2-core CPU."""
+"""Defaults per preset; "cpu" fits the 15-minute budget of a 2-core CPU. Maps are twice the UV
+sampling resolution of the initial Gaussians, FATE's ratio (512² maps for 256² sampling)."""
 
 
 @dataclass

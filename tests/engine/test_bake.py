@@ -23,9 +23,10 @@ from engine.maps import (
     total_variation,
 )
 
-# CPU-sized bake: a narrow U-Net (FATE: base 64 at 512²) on 128² maps, residual over the
+# CPU-sized bake: a narrow U-Net (FATE: base 64 at 512²) on 256² maps — twice the 128² UV sampling
+# of the trained avatar, FATE's ratio (its 512² maps for 256² sampling) — residual over the
 # low-passed direct fit (init="direct", the default), single-threaded so the run is deterministic.
-QUICK_BAKE = dict(resolution=128, base_channels=16, depth=4, steps=150, checkpoint_every=0, device="cpu",
+QUICK_BAKE = dict(resolution=256, base_channels=16, depth=4, steps=150, checkpoint_every=0, device="cpu",
                   threads=1)
 
 
