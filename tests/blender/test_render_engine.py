@@ -199,7 +199,7 @@ def test_animation_render_frames_motion_and_depth(splat_scene, splat_engine, tmp
         assert im[0, 0, 3] == 0.0
     # "Raise" lifts the mesh 15 mm (Blender +Z) at ~0.55 m: f·dz/z ≈ 133·0.015/0.55 ≈ 3.6 px up.
     f = splat_scene.camera.data.lens / splat_scene.camera.data.sensor_width * rd.resolution_x
-    expected = f * splat_scene.raise_offset[1] / 0.55
+    expected = float(f * splat_scene.raise_offset[1] / 0.55)  # pytest.approx takes no NumPy 2 float32
     shift = alpha_centroid(imgs[2]) - alpha_centroid(imgs[0])
     assert abs(shift[0]) < 0.3, shift
     assert shift[1] == pytest.approx(-expected, abs=0.1 * expected), (shift, expected)
