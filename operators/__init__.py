@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import bpy
 
-from . import avatar, engine_setup, jobs, report
+from . import avatar, engine_setup, jobs, report, splats
 
-CLASSES = (*report.CLASSES, *jobs.CLASSES, *avatar.CLASSES, *engine_setup.CLASSES)
+CLASSES = (*report.CLASSES, *jobs.CLASSES, *avatar.CLASSES, *engine_setup.CLASSES, *splats.CLASSES)
 
 
 def register() -> None:

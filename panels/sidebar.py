@@ -11,6 +11,7 @@ import bpy
 from ..addon.jobs import runtime as job_runtime
 from ..addon.rig.bindings import find_head_object
 from ..addon.ui import preferences
+from . import render as render_panel
 
 
 class _FateSidebar:
@@ -81,6 +82,8 @@ class FATE_PT_avatar(_FateSidebar, bpy.types.Panel):
         box.label(text="7. Render", icon="RENDER_ANIMATION")
         box.prop(context.scene.render, "engine", text="Engine")
         box.label(text="F12 renders the tracked camera's view")
+        render_panel.draw_colour_hint(box, context.scene)
+        render_panel.draw_native_status(box, context)
 
         if running:
             layout.label(text="A job is running: see FATE Job below", icon="TIME")

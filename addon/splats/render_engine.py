@@ -259,15 +259,22 @@ CLASSES = (FATE_RE_splats,)
 
 
 def register() -> None:
-    """Registers the engine and adds it to the existing panels it supports."""
+    """Registers the engine, adds it to the existing panels it supports and the native splats'
+    render handler."""
+    from . import native
+
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     for panel in _panel_classes():
         panel.COMPAT_ENGINES.add(ENGINE_ID)
+    native.register()
 
 
 def unregister() -> None:
     """Removes the engine from the panels, unregisters it and drops caches and shaders."""
+    from . import native
+
+    native.unregister()
     for panel in _panel_classes():
         panel.COMPAT_ENGINES.discard(ENGINE_ID)
     for cls in reversed(CLASSES):

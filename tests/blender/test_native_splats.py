@@ -135,6 +135,31 @@ def test_no_point_cloud_before_53():
     assert s.head.visible_camera  # the head mesh is left as it was
 
 
+def test_import_avatar_operator_creates_native_splats_where_supported(tmp_path):
+    """Import Avatar (the operator, add-on registered): on 5.3 a GAUSSIAN_SPLAT point cloud bound
+    to the head, which is hidden from camera rays; before 5.3 nothing of the kind."""
+    from addon_package import load_root_package
+
+    from synthetic_avatar import write_avatar
+
+    write_avatar(tmp_path / "subject", n_gaussians=200)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    root = load_root_package()
+    root.register()
+    try:
+        assert bpy.ops.fate.import_avatar(directory=str(tmp_path / "subject")) == {"FINISHED"}
+        head = bpy.context.view_layer.objects.active
+        clouds = [o for o in bpy.data.objects if o.type == "POINTCLOUD"]
+        if SUPPORTED:
+            assert len(clouds) == 1 and clouds[0].parent == head and clouds[0].data.type == "GAUSSIAN_SPLAT"
+            assert len(clouds[0].data.points) == 200
+            assert not head.visible_camera
+        else:
+            assert clouds == [] and head.visible_camera
+    finally:
+        root.unregister()
+
+
 # ------------------------------------------------------------------------------ 5.3: attributes
 @pytest.fixture
 def native_scene():
