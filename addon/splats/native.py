@@ -25,9 +25,11 @@ What :func:`create_native_splats` makes for a head object ``<name>``:
   Map lookups are bilinear with clamp to edge at the splat's UV, as :func:`.pixels.sample_maps`.
   Colour: Image Texture gives an image's buffer values: the stored (sRGB) values of a byte image,
   scene-linear values of a float image in a colour-managed space (Blender decodes those on load
-  and painting writes linear values); the group input ``Colour Is Linear`` re-encodes the latter
-  with the sRGB transfer function (:func:`.pixels.is_linear_buffer` decides, at creation and in
-  :func:`refresh_native_splats`).
+  and painting writes linear values); with the group input ``Colour Is Linear`` the four texels
+  around the UV are re-encoded with the sRGB transfer function before they are interpolated
+  (:func:`.pixels.is_linear_buffer` decides, at creation and in :func:`refresh_native_splats`).
+  ``scale`` also carries a 3D version of the engine's 0.3 px² screen-space low-pass filter for
+  the scene camera (:func:`_low_pass`), kept current by a ``render_pre`` handler.
 
 Painting a map image or keying shape keys and bones re-evaluates the modifier: the next Cycles
 or EEVEE render (and the viewport) shows the change without Sync Maps. The head mesh itself is

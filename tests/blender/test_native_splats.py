@@ -16,6 +16,7 @@ are slow on this CPU-only machine (software GL for EEVEE).
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -408,3 +409,46 @@ def test_a_cube_in_front_occludes_the_head(imported, tmp_path, engine, samples):
     assert np.abs(before[inner][..., :3] - 1.0).max() > 0.2  # the head was there (not white)
     np.testing.assert_allclose(after[inner][..., :3].reshape(-1, 3),
                                np.broadcast_to([1.0, 0.0, 0.0], (100, 3)), atol=0.02)
+
+
+# ------------------------------------------------------------------------------ benchmark
+@needs_53
+@pytest.mark.skipif(not os.environ.get("FATE_BENCH_AVATAR"),
+                    reason="benchmark: set FATE_BENCH_AVATAR=<baked avatar folder> to run")
+def test_benchmark_cycles_eevee_fate_per_frame(tmp_path):
+    """Seconds per frame of the avatar at 512² and 1920×1080 from its tracked camera: Cycles
+    (CPU, FATE_BENCH_CYCLES samples, default 32, no denoising), EEVEE (FATE_BENCH_EEVEE samples,
+    default 4; software GL here) and FATE Splats; best of 2 after a warm-up render (shader
+    compilation, BVH). Prints a markdown table (FATE_BENCH_OUT=path.md writes it)."""
+    import time
+
+    result, obj = _import(Path(os.environ["FATE_BENCH_AVATAR"]))
+    from addon.splats import render_engine
+
+    render_engine.register()
+    scene = bpy.context.scene
+    scene.frame_set(scene.frame_start)
+    cyc_spp = int(os.environ.get("FATE_BENCH_CYCLES", "32"))
+    eevee_spp = int(os.environ.get("FATE_BENCH_EEVEE", "4"))
+    aspect = scene.render.resolution_y / scene.render.resolution_x
+    rows = [f"| size | Cycles ({cyc_spp} samples) | EEVEE ({eevee_spp} samples) | FATE Splats |",
+            "|---|---:|---:|---:|"]
+    try:
+        for w, h in ((512, int(round(512 * aspect))), (1920, 1080)):
+            scene.render.resolution_x, scene.render.resolution_y = w, h
+            times = {}
+            for engine, spp in (("CYCLES", cyc_spp), ("BLENDER_EEVEE", eevee_spp), ("FATE_SPLAT", 1)):
+                runs = []
+                for i in range(3):
+                    t0 = time.perf_counter()
+                    _render(tmp_path / f"{engine}_{w}.exr", engine, spp)
+                    runs.append(time.perf_counter() - t0)
+                times[engine] = min(runs[1:])
+            rows.append(f"| {w}×{h} | {times['CYCLES']:.1f} s | {times['BLENDER_EEVEE']:.1f} s | "
+                        f"{times['FATE_SPLAT']:.2f} s |")
+    finally:
+        render_engine.unregister()
+    text = "\n".join(rows) + f"\n\n{len(obj.data.points):,} splats."
+    print(text)
+    if os.environ.get("FATE_BENCH_OUT"):
+        Path(os.environ["FATE_BENCH_OUT"]).write_text(text + "\n")
