@@ -636,3 +636,36 @@ def test_render_error_cancels_animation_and_writes_nothing(splat_scene, splat_en
     with pytest.raises(RuntimeError, match=expected):
         bpy.ops.render.render(animation=True)
     assert list(tmp_path.glob("frame_*")) == []
+
+
+def test_blend_space_as_trained_and_scene_linear(splat_scene, splat_engine, tmp_path):
+    """With one colour c everywhere both blend spaces agree on a transparent film; over the world
+    colour b they follow their formulas at every pixel of accumulated alpha A:
+    as trained lin(enc(c)·A + (1 − A)·enc(b)), scene linear lin(c)·A + (1 − A)·b."""
+    from addon.ui import properties
+
+    properties.register()
+    try:
+        scene = bpy.context.scene
+        scene.render.engine = "FATE_SPLAT"
+        c = np.float32(77 / 255)  # a value the 8-bit colour image stores exactly
+        _set_pixels(bpy.data.images[splat_scene.head["fate_maps"]["color"]],
+                    np.full(splat_scene.maps["color"].shape, c, np.float32))
+        sr.tag_maps_changed()
+        out = {}
+        for space in ("TRAINING", "LINEAR"):
+            scene.fate.splat_composite = space
+            for film in (True, False):
+                scene.render.film_transparent = film
+                out[space, film] = _render_exr(tmp_path / f"{space}_{film}.exr")
+    finally:
+        properties.unregister()
+    np.testing.assert_allclose(out["LINEAR", True], out["TRAINING", True], atol=1e-5)
+    A = out["TRAINING", True][..., 3:4]
+    assert ((A > 0.05) & (A < 0.95)).sum() > 50  # enough partly covered pixels to tell them apart
+    b = np.array([0.05, 0.1, 0.2], np.float32)
+    lin_c = colour.srgb_to_linear(c)
+    trained = colour.srgb_to_linear(c * A + (1 - A) * colour.linear_to_srgb(b))
+    np.testing.assert_allclose(out["TRAINING", False][..., :3], trained, atol=2e-4)
+    np.testing.assert_allclose(out["LINEAR", False][..., :3], lin_c * A + (1 - A) * b, atol=2e-4)
+    assert np.abs(out["LINEAR", False] - out["TRAINING", False]).max() > 0.005  # observed 0.009
