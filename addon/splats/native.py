@@ -115,33 +115,28 @@ class _Tree:
     def link(self, out, inp) -> None:
         self.tree.links.new(out, inp)
 
+    def feed(self, socket, x) -> None:
+        """Links ``x`` into ``socket`` when it is a socket, else sets its default value."""
+        if isinstance(x, bpy.types.NodeSocket):
+            self.link(x, socket)
+        elif x is not None:
+            socket.default_value = x
+
     def vmath(self, op: str, a, b=None, scale=None):
         """Vector Math ``op`` of sockets/values ``a`` (and ``b``); returns its vector output
-        (or the value output for LENGTH/DOT_PRODUCT)."""
+        (or the value output for LENGTH/DOT_PRODUCT/DISTANCE)."""
         n = self.node("ShaderNodeVectorMath", operation=op)
-        for i, x in ((0, a), (1, b)):
-            if x is None:
-                continue
-            if isinstance(x, bpy.types.NodeSocket):
-                self.link(x, n.inputs[i])
-            else:
-                n.inputs[i].default_value = x
+        self.feed(n.inputs[0], a)
+        self.feed(n.inputs[1], b)
         if scale is not None:
-            if isinstance(scale, bpy.types.NodeSocket):
-                self.link(scale, n.inputs["Scale"])
-            else:
-                n.inputs["Scale"].default_value = scale
+            self.feed(n.inputs["Scale"], scale)
         return n.outputs["Value"] if op in ("LENGTH", "DOT_PRODUCT", "DISTANCE") else n.outputs["Vector"]
 
     def math(self, op: str, a, b=None):
+        """Math ``op`` of sockets/values ``a`` (and ``b``); returns its output."""
         n = self.node("ShaderNodeMath", operation=op)
-        for i, x in ((0, a), (1, b)):
-            if x is None:
-                continue
-            if isinstance(x, bpy.types.NodeSocket):
-                self.link(x, n.inputs[i])
-            else:
-                n.inputs[i].default_value = x
+        self.feed(n.inputs[0], a)
+        self.feed(n.inputs[1], b)
         return n.outputs[0]
 
     def named(self, name: str, data_type: str):

@@ -33,6 +33,7 @@ from addon.splats.geometry import place_gaussians  # noqa: E402
 from addon.splats.pixels import MAP_NAMES, sample_maps  # noqa: E402
 
 from conftest import build_splat_scene, engine_render, set_image_pixels  # noqa: E402
+from test_render_engine import _read_exr_rgba, _read_png_rgba  # noqa: E402
 
 SUPPORTED, WHY_NOT = native.native_splats_supported()
 needs_53 = pytest.mark.skipif(not SUPPORTED, reason=f"needs Blender >= 5.3: {WHY_NOT}")
@@ -78,15 +79,7 @@ def _render(path: Path, engine: str, samples: int) -> np.ndarray:
     rd.image_settings.color_mode = "RGBA"
     rd.filepath = str(path)
     bpy.ops.render.render(write_still=True)
-    img = bpy.data.images.load(str(path), check_existing=False)
-    try:
-        img.colorspace_settings.name = "Non-Color"
-        w, h = img.size
-        buf = np.empty(w * h * 4, np.float32)
-        img.pixels.foreach_get(buf)
-        return buf.reshape(h, w, 4)[::-1].copy()
-    finally:
-        bpy.data.images.remove(img)
+    return _read_exr_rgba(path)
 
 
 def _encoded(img: np.ndarray) -> np.ndarray:
@@ -95,14 +88,7 @@ def _encoded(img: np.ndarray) -> np.ndarray:
 
 
 def _read_png(path: Path) -> np.ndarray:
-    img = bpy.data.images.load(str(path), check_existing=False)
-    try:
-        w, h = img.size
-        buf = np.empty(w * h * 4, np.float32)
-        img.pixels.foreach_get(buf)
-        return buf.reshape(h, w, 4)[::-1, :, :3].copy()
-    finally:
-        bpy.data.images.remove(img)
+    return _read_png_rgba(path)[..., :3]
 
 
 def _white_world(scene) -> None:
