@@ -215,13 +215,16 @@ def test_animation_render_frames_motion_and_depth(splat_scene, splat_engine, tmp
     assert np.all(depth[imgs[0][..., 3] == 0.0] == splat_drawer.BACKGROUND_DEPTH)
 
 
-def test_viewport_path_matches_final_render(splat_scene, splat_engine, tmp_path):
-    """view_draw's GPU work (view_texture: RGBA16F, camera from a RegionView3D, linearise pass)
-    gives the F12 image when the view equals the scene camera."""
+@pytest.mark.parametrize("with_cube", [False, True])
+def test_viewport_path_matches_final_render(splat_scene, splat_engine, tmp_path, with_cube):
+    """view_draw's GPU work (view_texture: RGBA16F, camera from a RegionView3D, composite pass)
+    gives the F12 image when the view equals the scene camera — with a scene mesh too."""
     from types import SimpleNamespace
 
     from mathutils import Matrix
 
+    if with_cube:
+        _solid("Cube", (0.04, 0.04, 0.04), (0.03, -0.3, 0.02), (1.0, 0.0, 0.0))
     scene = bpy.context.scene
     scene.render.engine = "FATE_SPLAT"
     final = _render_exr(tmp_path / "final.exr")  # top row first, linear premultiplied
