@@ -81,7 +81,7 @@ class FATE_OT_setup_composite(bpy.types.Operator):
             return {"CANCELLED"}
         hidden = ", ".join(h.name for h in result.hidden_heads) or "none"
         self.report({"INFO"}, f"Composite: scene '{result.splat_scene.name}' (FATE Splats) Z-combined into "
-                              f"'{context.scene.name}'; head meshes hidden from the camera: {hidden}")
+                              f"'{context.scene.name}'; hidden from the camera: {hidden}")
         return {"FINISHED"}
 
 

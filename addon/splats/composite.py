@@ -12,7 +12,8 @@ Blender versions without native splats (< 5.3; it works in 5.3 too).
   renders both scenes at the same frame and keeps, per pixel, the nearer one, blending the
   splats' alpha over what is behind them;
 - each FATE head mesh of ``S`` made invisible to camera rays and shadows (Cycles/EEVEE would
-  otherwise render the paint mesh; FATE Splats draws the splats regardless).
+  otherwise render the paint mesh; FATE Splats draws the splats regardless), and on 5.3 the
+  heads' native splat objects hidden from renders (else Cycles would draw the avatar twice).
 
 Limits (say them to the artist): one depth per pixel, so a translucent splat edge in front of a
 mesh blends correctly but a mesh *between* two layers of splats does not; the splats neither
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 import bpy
 
 from ..errors import SplatError
+from .native import find_native_splats
 from .runtime import is_avatar
 
 __all__ = ["PROP_COMPOSITE_OF", "TREE_NAME", "CompositeResult", "setup_composite"]
@@ -44,6 +46,7 @@ class CompositeResult:
     splat_scene: bpy.types.Scene
     tree: bpy.types.NodeTree
     hidden_heads: list = field(default_factory=list)
+    """Head meshes hidden from camera rays and native splat objects hidden from renders."""
 
 
 def _splat_scene(scene: bpy.types.Scene) -> bpy.types.Scene:
@@ -113,6 +116,10 @@ def setup_composite(scene: bpy.types.Scene) -> CompositeResult:
             head.visible_camera = False
             head.visible_shadow = False
             hidden.append(head)
+        native = find_native_splats(head)
+        if native is not None and not native.hide_render:
+            native.hide_render = True
+            hidden.append(native)
 
     tree = _compositor_tree(scene)
     nodes, links = tree.nodes, tree.links
