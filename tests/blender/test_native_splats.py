@@ -404,7 +404,7 @@ def test_a_cube_in_front_occludes_the_head(imported, tmp_path, engine, samples):
 def test_benchmark_cycles_eevee_fate_per_frame(tmp_path):
     """Seconds per frame of the avatar at 512² and 1920×1080 from its tracked camera: Cycles
     (CPU, FATE_BENCH_CYCLES samples, default 32, no denoising), EEVEE (FATE_BENCH_EEVEE samples,
-    default 4; software GL here) and FATE Splats; best of 2 after a warm-up render (shader
+    default 4; software GL here) and FATE Splats; one run after a warm-up render (shader
     compilation, BVH). Prints a markdown table (FATE_BENCH_OUT=path.md writes it)."""
     import time
 
@@ -425,7 +425,7 @@ def test_benchmark_cycles_eevee_fate_per_frame(tmp_path):
             times = {}
             for engine, spp in (("CYCLES", cyc_spp), ("BLENDER_EEVEE", eevee_spp), ("FATE_SPLAT", 1)):
                 runs = []
-                for i in range(3):
+                for i in range(2):  # warm-up, then the measured run
                     t0 = time.perf_counter()
                     _render(tmp_path / f"{engine}_{w}.exr", engine, spp)
                     runs.append(time.perf_counter() - t0)
