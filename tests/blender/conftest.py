@@ -8,14 +8,13 @@ Gaussians and the five attribute maps as images, plus a camera looking at it.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+
+from blender_support import NO_ENGINE_PYTHON, REPO, engine_env, engine_python
 
 import numpy as np
 import pytest
@@ -30,50 +29,6 @@ except ImportError:  # the fixtures skip; other tests in this folder decide for 
     bpy = None
 
 _NO_BPY = "bpy (Blender as a Python module) is not installed"
-REPO = Path(__file__).resolve().parents[2]
-ENGINE_PYTHON_ENV = "FATE_TEST_ENGINE_PYTHON"
-"""Overrides the interpreter the tests run the engine with (it needs torch)."""
-
-
-def _has_torch(python: str) -> bool:
-    try:
-        return subprocess.run([python, "-c", "import torch"], capture_output=True, timeout=120).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-@functools.cache
-def engine_python() -> str | None:
-    """The interpreter that runs the engine (``python -m engine``) for the Blender tests, or None.
-
-    As in an artist's Blender, the engine runs in its own interpreter (the Worker Python): this
-    one when it has torch (bpy 5.0, Python 3.11), else ``$FATE_TEST_ENGINE_PYTHON``, else the
-    repository's ``.venv`` (Python 3.11 with torch; bpy 5.3 runs on Python 3.13 where torch has
-    no CPU build).
-    """
-    override = os.environ.get(ENGINE_PYTHON_ENV, "")
-    if override:
-        return override if Path(override).is_file() and _has_torch(override) else None
-    if _has_torch_here():
-        return sys.executable
-    venv = REPO / ".venv" / "bin" / "python"
-    return str(venv) if venv.is_file() and _has_torch(str(venv)) else None
-
-
-def _has_torch_here() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None
-
-
-NO_ENGINE_PYTHON = (f"no interpreter with torch for the engine (this one has none; set "
-                    f"{ENGINE_PYTHON_ENV} or create .venv with .ci/setup)")
-
-
-def engine_env() -> dict:
-    """Environment for engine subprocesses: the repository on PYTHONPATH, one torch thread."""
-    return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-
 MAP_RES = 16
 """Side of the test maps, texels."""
 
@@ -284,6 +239,14 @@ def splat_engine():
     render_engine.unregister()
 
 
+@pytest.fixture
+def build_scene():
+    """:func:`build_splat_scene` itself, for tests that bind the scene their own way."""
+    if bpy is None:
+        pytest.skip(_NO_BPY)
+    return build_splat_scene
+
+
 @pytest.fixture(scope="session")
 def worker_avatar(tmp_path_factory):
     """A small trained and baked avatar made by the real engine through the worker client (the
@@ -311,16 +274,3 @@ def worker_avatar(tmp_path_factory):
         "resolution": 64, "steps": 20, "warmup_steps": 5, "base_channels": 8, "depth": 2}), avatar)
     assert bake.wait(600) == "done", bake.error
     return avatar
-
-
-def engine_render(avatar: Path, out: Path, background=(1.0, 1.0, 1.0)) -> list[Path]:
-    """The engine's render of an avatar's baked maps (``python -m engine render --from_maps``) on
-    every tracked frame, with :func:`engine_python`; returns the PNGs in frame order."""
-    python = engine_python()
-    if python is None:
-        pytest.skip(NO_ENGINE_PYTHON)
-    subprocess.run([python, "-m", "engine", "render", "--avatar", str(avatar), "--out", str(out),
-                    "--split", "all", "--from_maps", "true", "--device", "cpu",
-                    "--background", ",".join(str(float(c)) for c in background), "--events", "none"],
-                   env=engine_env(), check=True, timeout=300, capture_output=True)
-    return sorted(Path(out).glob("*.png"))

@@ -22,7 +22,7 @@ from addon.jobs import config as job_config  # noqa: E402
 from addon.jobs.worker import WorkerClient  # noqa: E402
 from addon.rig.bindings import get_bindings  # noqa: E402
 from addon.rig.importer import import_avatar  # noqa: E402
-from conftest import NO_ENGINE_PYTHON, engine_env, engine_python  # noqa: E402
+from blender_support import NO_ENGINE_PYTHON, engine_env, engine_python  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TOL_M = 1e-4  # acceptance 0.1 mm; observed ~1.5e-7 m (float32)

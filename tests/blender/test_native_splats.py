@@ -32,8 +32,9 @@ from addon.splats import runtime as sr  # noqa: E402
 from addon.splats.geometry import place_gaussians  # noqa: E402
 from addon.splats.pixels import MAP_NAMES, sample_maps  # noqa: E402
 
-from conftest import build_splat_scene, engine_render, set_image_pixels  # noqa: E402
+from blender_support import engine_render  # noqa: E402
 from test_render_engine import _read_exr_rgba, _read_png_rgba  # noqa: E402
+from test_render_engine import _set_pixels as set_image_pixels  # noqa: E402
 
 SUPPORTED, WHY_NOT = native.native_splats_supported()
 needs_53 = pytest.mark.skipif(not SUPPORTED, reason=f"needs Blender >= 5.3: {WHY_NOT}")
@@ -113,8 +114,8 @@ def test_supported_matches_the_blender_version():
 
 
 @pytest.mark.skipif(SUPPORTED, reason="checks what Blender < 5.3 does")
-def test_no_point_cloud_before_53():
-    s = build_splat_scene()
+def test_no_point_cloud_before_53(build_scene):
+    s = build_scene()
     create_bindings_object(s.head.name, SimpleNamespace(face_idx=s.face_idx, bary=s.bary, uv=s.uv),
                            s.head, s.verts, s.faces, bpy.context.scene.collection)
     assert native.create_native_splats(s.head) is None
@@ -149,9 +150,9 @@ def test_import_avatar_operator_creates_native_splats_where_supported(tmp_path):
 
 # ------------------------------------------------------------------------------ 5.3: attributes
 @pytest.fixture
-def native_scene():
+def native_scene(build_scene):
     """The conftest test head with a real bindings object and native splats."""
-    s = build_splat_scene()
+    s = build_scene()
     create_bindings_object(s.head.name, SimpleNamespace(face_idx=s.face_idx, bary=s.bary, uv=s.uv),
                            s.head, s.verts, s.faces, bpy.context.scene.collection)
     return s, native.create_native_splats(s.head)

@@ -158,7 +158,7 @@ def test_check_bad_python_path(fake_ext, tmp_path):
 def test_check_real_engine():
     """``python -m engine check`` of the real engine with the Worker Python the tests use (this
     interpreter when it has torch, else the 3.11 ``.venv``: see conftest.engine_python)."""
-    from conftest import NO_ENGINE_PYTHON, engine_python
+    from blender_support import NO_ENGINE_PYTHON, engine_python
 
     if not (REPO / "engine" / "__main__.py").is_file():
         pytest.skip("engine/__main__.py not present yet")
