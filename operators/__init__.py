@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import bpy
 
-from . import avatar, engine_setup, expressions, jobs, report
+from . import avatar, engine_setup, expressions, jobs, report, splats
 
-CLASSES = (*report.CLASSES, *jobs.CLASSES, *avatar.CLASSES, *expressions.CLASSES, *engine_setup.CLASSES)
+CLASSES = (*report.CLASSES, *jobs.CLASSES, *avatar.CLASSES, *expressions.CLASSES, *engine_setup.CLASSES,
+           *splats.CLASSES)
 
 
 def register() -> None:

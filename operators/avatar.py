@@ -23,6 +23,19 @@ def _map_images(context) -> list:
     return list(avatar_map_images(head).values()) if head is not None else all_map_images()
 
 
+def _native_splats(result) -> str:
+    """Blender ≥ 5.3: the avatar's native splat point cloud (Cycles/EEVEE). Returns a warning, or ""."""
+    from ..addon.splats.native import create_native_splats
+
+    if result.bindings is None or not result.images:
+        return ""
+    try:
+        create_native_splats(result.head, result.collection)
+    except FateAddonError as err:
+        return f"No native splats: {err}"
+    return ""
+
+
 class FATE_OT_import_avatar(bpy.types.Operator):
     """Import a trained avatar: rigged head with expression and pose shape keys, the tracked
     animation and camera, baked maps as paintable images"""
@@ -89,6 +102,9 @@ class FATE_OT_import_avatar(bpy.types.Operator):
             return {"CANCELLED"}
         for warning in result.warnings:
             self.report({"WARNING"}, warning)
+        native = _native_splats(result)
+        if native:
+            self.report({"WARNING"}, native)
         for obj in context.view_layer.objects:
             obj.select_set(False)
         result.head.select_set(True)

@@ -1,13 +1,12 @@
-"""Panels (``FATE_PT_*``): the 3D View sidebar tab "FATE". The render-engine settings in the
-Render properties belong to ``addon/render_engine.py``."""
+"""Panels (``FATE_PT_*``): the 3D View sidebar tab "FATE" and Render Properties ▸ FATE Splats."""
 
 from __future__ import annotations
 
 import bpy
 
-from . import sidebar
+from . import render, sidebar
 
-CLASSES = (*sidebar.CLASSES,)
+CLASSES = (*sidebar.CLASSES, *render.CLASSES)
 
 
 def register() -> None:

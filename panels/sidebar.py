@@ -14,6 +14,7 @@ from ..addon.rig.bindings import PROP_PERCEPTUAL, avatar_map_images, find_head_o
 from ..addon.rig.presets import preset_names
 from ..addon.rig.tracking import TRACK_NAME
 from ..addon.ui import preferences
+from . import render as render_panel
 
 
 def _draw_bake_first(box, head) -> None:
@@ -114,6 +115,8 @@ class FATE_PT_avatar(_FateSidebar, bpy.types.Panel):
             _draw_bake_first(box, head)
             _draw_training_note(box, head)
         box.label(text="F12 renders the scene camera's view")
+        render_panel.draw_colour_hint(box, context.scene)
+        render_panel.draw_native_status(box, context)
 
         if running:
             layout.label(text="A job is running: see FATE Job below", icon="TIME")

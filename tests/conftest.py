@@ -4,9 +4,17 @@ editing tests so CI pays for them once."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+
+# The repository root holds the extension's __init__.py, so pytest puts the folder *above* it on
+# sys.path first; a sibling folder named like one of our packages (a checkout called "addon")
+# would then shadow ours. Put the repository root first.
+_REPO = str(Path(__file__).resolve().parents[1])
+if sys.path[0] != _REPO:
+    sys.path.insert(0, _REPO)
 
 # A CPU-sized schedule (FATE's own is 30k+ steps on a GPU): a faster colour learning rate and
 # densification every 250 steps make 1000 steps enough for the 128² demo sequence. One torch

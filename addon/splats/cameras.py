@@ -16,7 +16,7 @@ from ..errors import SplatError
 from ..rig.flame_math import GL_CV_FLIP, blender_c2w_to_opencv_w2c
 
 __all__ = ["DrawCamera", "intrinsics_from_projection", "render_size", "camera_from_object",
-           "camera_from_view"]
+           "camera_from_view", "border_rect", "crop_camera"]
 
 
 @dataclass
@@ -90,6 +90,45 @@ def render_size(render: bpy.types.RenderSettings) -> tuple[int, int]:
     """Output size in pixels (resolution × percentage)."""
     s = render.resolution_percentage / 100.0
     return max(1, int(render.resolution_x * s)), max(1, int(render.resolution_y * s))
+
+
+def border_rect(render: bpy.types.RenderSettings, width: int, height: int, result_width: int,
+                result_height: int) -> tuple[int, int, int, int]:
+    """The pixels a render covers: the whole frame, or the render border.
+
+    Blender sizes a border render's result to the border (whether or not it crops the output);
+    its origin is the border's lower-left corner, ``int(min · size)`` as Blender rounds it.
+
+    Args:
+        render: the scene's render settings.
+        width, height: full output size, pixels.
+        result_width, result_height: the size of the result Blender gave the engine.
+    Returns:
+        (x0, y0, w, h): lower-left corner (x from the left, y from the bottom) and size, pixels.
+    Raises:
+        SplatError: the result does not fit the frame (an unknown border convention).
+    """
+    if not render.use_border or (result_width, result_height) == (width, height):
+        return 0, 0, int(width), int(height)
+    x0 = min(int(render.border_min_x * width), width - result_width)
+    y0 = min(int(render.border_min_y * height), height - result_height)
+    if x0 < 0 or y0 < 0:
+        raise SplatError(f"render border {result_width}x{result_height} does not fit the "
+                         f"{width}x{height} frame")
+    return x0, y0, int(result_width), int(result_height)
+
+
+def crop_camera(cam: DrawCamera, left: int, top: int, width: int, height: int) -> DrawCamera:
+    """The same camera restricted to a pixel window (a render border): pixel centres and the
+    projection are unchanged, the principal point moves by the window's offset.
+
+    Args:
+        cam: the full-frame camera.
+        left, top: window offset from the top-left image corner, pixels.
+        width, height: window size, pixels.
+    """
+    return DrawCamera(cam.viewmat, cam.fx, cam.fy, cam.cx - left, cam.cy - top, int(width), int(height),
+                      near=cam.near, far=cam.far, ortho=cam.ortho)
 
 
 def camera_from_object(cam_obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph,

@@ -43,8 +43,9 @@ import numpy as np
 from mathutils import Matrix
 
 from .cameras import DrawCamera
-from .colour import linear_to_srgb
+from .colour import linear_to_srgb, srgb_to_linear
 from .geometry import SplatGaussians
+from .scene_meshes import GLSL_PROJECT, MeshLayer
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,8 @@ void main()
   vec2 e2 = vec2(-e1.y, e1.x);
   vec2 d = corner.x * ext * sqrt(l1) * e1 + corner.y * ext * sqrt(l2) * e2;
   vec2 p = mean2d + d;
-  gl_Position = vec4(2.0 * p.x / W - 1.0, 1.0 - 2.0 * p.y / H, 0.0, 1.0);
+  vec4 clip = project_cv(t);  /* the centre's depth, as the mesh pass writes it */
+  gl_Position = vec4(2.0 * p.x / W - 1.0, 1.0 - 2.0 * p.y / H, clamp(clip.z / clip.w, -1.0, 1.0), 1.0);
   v_d = d;
   v_conic = vec4(c / det, -b / det, a / det, o);
   v_color = vec4(rgba.rgb, t.z);
@@ -147,8 +149,8 @@ void main()
 }}
 """
 
-# Full-screen pass (viewport and final renders): encoded premultiplied → scene-linear
-# premultiplied, over the world colour unless the film is transparent.
+# Full-screen pass (viewport and final renders): the splat layer over what is behind it (scene
+# meshes, else the world colour, else nothing) → scene-linear premultiplied RGBA.
 _LIN_VERT_SRC = """
 void main()
 {
@@ -164,12 +166,30 @@ vec3 srgb_to_linear(vec3 c)
   return mix(hi, lo, vec3(lessThanEqual(c, vec3(0.04045))));
 }
 
+vec3 linear_to_srgb(vec3 c)
+{
+  vec3 lo = c * 12.92;
+  vec3 hi = 1.055 * pow(max(c, vec3(0.0031308)), vec3(1.0 / 2.4)) - 0.055;
+  return mix(hi, lo, vec3(lessThanEqual(c, vec3(0.0031308))));
+}
+
 void main()
 {
-  vec4 c = texelFetch(image, ivec2(gl_FragCoord.xy), 0);
+  ivec2 px = ivec2(gl_FragCoord.xy);
+  vec4 c = texelFetch(image, px, 0);
   float a = clamp(c.a, 0.0, 1.0);
-  if (background.a > 0.5) {
-    vec3 enc = clamp(c.rgb + (1.0 - a) * background.rgb, 0.0, 1.0);
+  vec4 behind = vec4(0.0);  /* scene linear, opaque or empty */
+  if (modes.y > 0.5 && texelFetch(meshes, px, 0).a > 0.5) {
+    behind = vec4(texelFetch(meshes, px, 0).rgb, 1.0);
+  }
+  else if (background.a > 0.5) {
+    behind = vec4(background.rgb, 1.0);
+  }
+  if (modes.x > 0.5) {  /* splats blended in scene linear (as Cycles and EEVEE do) */
+    out_color = vec4(max(c.rgb, vec3(0.0)) + (1.0 - a) * behind.rgb, a + (1.0 - a) * behind.a);
+  }
+  else if (behind.a > 0.5) {  /* training space: composite the encoded values, like the engine */
+    vec3 enc = clamp(c.rgb + (1.0 - a) * linear_to_srgb(clamp(behind.rgb, 0.0, 1.0)), 0.0, 1.0);
     out_color = vec4(srgb_to_linear(enc), 1.0);
   }
   else {
@@ -214,13 +234,15 @@ def _describe_splat(info: gpu.types.GPUShaderCreateInfo) -> None:
     info.vertex_out(iface)
     info.fragment_out(0, 'VEC4', "out_color")
     info.fragment_out(1, 'VEC4', "out_depth")
-    info.vertex_source(_VERT_SRC)
+    info.vertex_source(GLSL_PROJECT + _VERT_SRC)
     info.fragment_source(_FRAG_SRC)
 
 
 def _describe_linearize(info: gpu.types.GPUShaderCreateInfo) -> None:
     info.push_constant('VEC4', "background")
+    info.push_constant('VEC4', "modes")
     info.sampler(0, 'FLOAT_2D', "image")
+    info.sampler(1, 'FLOAT_2D', "meshes")
     info.vertex_in(0, 'VEC2', "pos")
     info.fragment_out(0, 'VEC4', "out_color")
     info.vertex_source(_LIN_VERT_SRC)
@@ -289,8 +311,14 @@ class SplatDrawer:
         self._means: np.ndarray | None = None
         self._n = 0
         self._sort_key: tuple | None = None
-        self._targets: tuple | None = None  # (size, color tex, depth tex, framebuffer)
+        self._targets: tuple | None = None  # (key, colour, depth accum, z-buffer, splat fb, mesh fb...)
         self._lin_target: tuple | None = None
+        self.linear = False
+        """Colours were uploaded scene linear (blending in linear, as Cycles/EEVEE) instead of in
+        the training (sRGB-encoded) space."""
+        self.meshes: MeshLayer | None = None
+        """The rest of the scene (:class:`.scene_meshes.MeshLayer`), drawn first and depth-tested
+        against; None = splats only."""
         self.timings: dict[str, float] = {}
         """Seconds spent in the last upload / sort / draw / readback (benchmarks)."""
 
@@ -298,17 +326,20 @@ class SplatDrawer:
     def __len__(self) -> int:
         return self._n
 
-    def upload(self, g: SplatGaussians) -> None:
+    def upload(self, g: SplatGaussians, linear: bool = False) -> None:
         """Uploads new Gaussians (the next draw re-sorts).
 
         Args:
             g: world-space Gaussians (see :class:`.geometry.SplatGaussians`).
+            linear: blend in scene linear (colours decoded with the sRGB curve first) instead of
+                in the encoded space the avatar was trained in.
         """
         t0 = time.perf_counter()
         n = len(g)
         self._n = n
         self._sort_key = None
         self._batch = None
+        self.linear = bool(linear)
         if n == 0:
             self._vbo = None
             self._means = None
@@ -317,7 +348,8 @@ class SplatDrawer:
         cov = g.covars
         cov_a = np.stack([cov[:, 0, 0], cov[:, 0, 1], cov[:, 0, 2]], -1)
         cov_b = np.stack([cov[:, 1, 1], cov[:, 1, 2], cov[:, 2, 2]], -1)
-        rgba = np.concatenate([g.colors, g.opacities[:, None]], -1)
+        colors = srgb_to_linear(np.clip(g.colors, 0.0, 1.0)) if linear else g.colors
+        rgba = np.concatenate([colors, g.opacities[:, None]], -1)
 
         def quad(x: np.ndarray) -> np.ndarray:
             return np.ascontiguousarray(np.repeat(x.astype(np.float32), 4, axis=0))
@@ -345,17 +377,18 @@ class SplatDrawer:
         self.timings["sort"] = time.perf_counter() - t0
 
     # -------------------------------------------------------------------- drawing
-    def draw(self, cam: DrawCamera) -> None:
+    def draw(self, cam: DrawCamera, depth_test: bool = False) -> None:
         """Draws the Gaussians into the bound framebuffer (its size must be cam's size).
 
-        Slot 0 receives premultiplied encoded colour + alpha, slot 1 (if present) the
-        alpha-weighted depth; both blend premultiplied "over" onto what is there.
+        Slot 0 receives premultiplied colour + alpha, slot 1 (if present) the alpha-weighted
+        depth; both blend premultiplied "over" onto what is there. With ``depth_test`` a splat
+        whose centre lies behind the bound depth buffer (the scene meshes) is not drawn.
         """
         if self._n == 0:
             return
         self._ensure_sorted(cam)
         sh = _splat_shader()
-        gpu.state.depth_test_set('NONE')
+        gpu.state.depth_test_set('LESS_EQUAL' if depth_test else 'NONE')
         gpu.state.depth_mask_set(False)
         gpu.state.face_culling_set('NONE')
         gpu.state.blend_set('ALPHA_PREMULT')
@@ -366,25 +399,32 @@ class SplatDrawer:
         sh.uniform_float("ortho", 1.0 if cam.ortho else 0.0)
         self._batch.draw(sh)
         gpu.state.blend_set('NONE')
+        gpu.state.depth_test_set('NONE')
 
     def _render_targets(self, width: int, height: int, with_depth: bool = True,
                         fmt: str = 'RGBA32F') -> tuple:
+        """(key, colour, depth accumulation | None, z-buffer, splat framebuffer, mesh colour,
+        mesh camera z, mesh framebuffer), created once per size and format."""
         key = (width, height, with_depth, fmt)
         if self._targets is None or self._targets[0] != key:
             color = gpu.types.GPUTexture((width, height), format=fmt)
+            zbuf = gpu.types.GPUTexture((width, height), format='DEPTH_COMPONENT32F')
             slots = (color,)
             depth = None
             if with_depth:
                 depth = gpu.types.GPUTexture((width, height), format=fmt)
                 slots = (color, depth)
-            fb = gpu.types.GPUFrameBuffer(color_slots=slots)
-            self._targets = (key, color, depth, fb)
+            fb = gpu.types.GPUFrameBuffer(depth_slot=zbuf, color_slots=slots)
+            mesh_color = gpu.types.GPUTexture((width, height), format=fmt)
+            mesh_z = gpu.types.GPUTexture((width, height), format='RGBA32F')
+            mesh_fb = gpu.types.GPUFrameBuffer(depth_slot=zbuf, color_slots=(mesh_color, mesh_z))
+            self._targets = (key, color, depth, zbuf, fb, mesh_color, mesh_z, mesh_fb)
         return self._targets
 
     def render_texture(self, cam: DrawCamera, with_depth: bool = True, fmt: str = 'RGBA32F',
                        sync: bool = False) -> gpu.types.GPUTexture:
-        """Draws into the drawer's own targets; returns the colour texture (premultiplied
-        encoded RGB + alpha), valid until the next call.
+        """Draws the meshes (if any) and the splats into the drawer's own targets; returns the
+        splat colour texture (premultiplied colour + alpha), valid until the next call.
 
         Args:
             cam: the camera (its size is the targets' size).
@@ -394,53 +434,66 @@ class SplatDrawer:
             sync: wait for the GPU to finish (reads one pixel back) so that
                 ``timings["draw"]`` is the real draw time, not just the submission.
         """
-        _, color, _, fb = self._render_targets(cam.width, cam.height, with_depth, fmt)
+        _, color, _, _, fb, _, _, mesh_fb = self._render_targets(cam.width, cam.height, with_depth, fmt)
         t0 = time.perf_counter()
+        with_meshes = self.meshes is not None and len(self.meshes) > 0
+        with mesh_fb.bind():
+            mesh_fb.clear(color=(0.0, 0.0, 0.0, 0.0), depth=1.0)
+            if with_meshes:
+                self.meshes.draw(cam)
         with fb.bind():
             fb.clear(color=(0.0, 0.0, 0.0, 0.0))
-            self.draw(cam)
+            self.draw(cam, depth_test=with_meshes)
             if sync:
                 fb.read_color(0, 0, 1, 1, 4, 0, 'FLOAT')
         gpu.shader.unbind()
         self.timings["draw"] = time.perf_counter() - t0
         return color
 
-    def render(self, cam: DrawCamera, background_encoded: np.ndarray | None
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """Final-render path: draws, converts to Blender's Combined pass and reads back.
+    def render(self, cam: DrawCamera, background_linear: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Final-render path: draws, composites to Blender's Combined pass and reads back.
 
         Args:
             cam: the camera (output size = its size).
-            background_encoded: encoded (sRGB) colour behind the splats [3], or None for a
+            background_linear: world colour behind everything, scene linear [3], or None for a
                 transparent film.
         Returns:
             combined: scene-linear premultiplied RGBA (see :meth:`linearized_texture`).
                 [H, W, 4] float32, bottom row first
             depth: (Σ wᵢ zᵢ, 0, 0, Σ wᵢ), OpenCV camera z in meters. [H, W, 4] float32,
                 bottom row first
+            mesh_z: camera z of the nearest scene mesh, m, 0 where none; None without meshes.
+                [H, W] float32, bottom row first
         """
         color = self.render_texture(cam, with_depth=True, fmt='RGBA32F', sync=True)
-        depth_tex = self._targets[2]
         t0 = time.perf_counter()
-        linear = self.linearized_texture(color, background_encoded, fmt='RGBA32F')
+        linear = self.linearized_texture(color, background_linear, fmt='RGBA32F')
         combined = _read_texture(linear)
-        depth = _read_texture(depth_tex)
+        depth = _read_texture(self._targets[2])
+        mesh_z = None
+        if self.meshes is not None and len(self.meshes) > 0:
+            mesh = _read_texture(self._targets[6])
+            mesh_z = np.where(mesh[..., 3] > 0.5, mesh[..., 0], 0.0).astype(np.float32)
         self.timings["readback"] = time.perf_counter() - t0
-        return combined, depth
+        return combined, depth, mesh_z
 
-    def linearized_texture(self, src: gpu.types.GPUTexture, background_encoded: np.ndarray | None,
+    def linearized_texture(self, src: gpu.types.GPUTexture, background_linear: np.ndarray | None,
                            fmt: str = 'RGBA16F') -> gpu.types.GPUTexture:
-        """Encoded premultiplied texture → scene-linear premultiplied texture (GPU pass).
+        """The splat layer over the scene meshes / world colour → scene-linear premultiplied
+        texture (GPU pass).
 
-        With a background the composite happens in the encoded space, exactly like the engine
-        (``image = Σ wᵢ cᵢ + T·background``), then the sRGB transfer function decodes it and
-        alpha is 1. Without one (transparent film) colour is un-premultiplied, decoded and
-        re-premultiplied. Encoded values are clamped to [0, 1] first.
+        In the training space (default) the splats composite over what is behind them in the
+        encoded space, exactly like the engine (``image = Σ wᵢ cᵢ + T·background``), then the
+        sRGB transfer function decodes the result and alpha is 1; with nothing behind (transparent
+        film, no mesh) colour is un-premultiplied, decoded and re-premultiplied. With
+        :attr:`linear` (splats uploaded linear) the composite is plain premultiplied "over" in
+        scene linear, as in Cycles and EEVEE. Encoded values are clamped to [0, 1] first.
 
         Args:
             src: output of :meth:`render_texture`.
-            background_encoded: encoded (sRGB) colour to composite over [3], or None for a
-                transparent film.
+            background_linear: world colour, scene linear [3] (clamped to [0, 1] in the
+                training space), or None for a transparent film.
             fmt: output format: 'RGBA16F' for the viewport (Blender's display-space shader
                 draws it), 'RGBA32F' for final renders.
         Returns:
@@ -456,13 +509,17 @@ class SplatDrawer:
 
         tri = np.array([[-1.0, -1.0], [3.0, -1.0], [-1.0, 3.0]], np.float32)
         batch = batch_for_shader(sh, 'TRIS', {"pos": tri})
-        bg = (0.0, 0.0, 0.0, 0.0) if background_encoded is None else (
-            *(float(x) for x in background_encoded[:3]), 1.0)
+        bg = (0.0, 0.0, 0.0, 0.0) if background_linear is None else (
+            *(float(x) for x in background_linear[:3]), 1.0)
+        with_meshes = self.meshes is not None and len(self.meshes) > 0
+        mesh_color = self._targets[5] if self._targets is not None else src
         with fb.bind():
             gpu.state.blend_set('NONE')
             sh.bind()
             sh.uniform_float("background", bg)
+            sh.uniform_float("modes", (1.0 if self.linear else 0.0, 1.0 if with_meshes else 0.0, 0.0, 0.0))
             sh.uniform_sampler("image", src)
+            sh.uniform_sampler("meshes", mesh_color)
             batch.draw(sh)
         gpu.shader.unbind()
         return tex
@@ -476,6 +533,7 @@ class SplatDrawer:
         self._sort_key = None
         self._targets = None
         self._lin_target = None
+        self.meshes = None
 
 
 # ------------------------------------------------------------------------------ result maths
@@ -498,3 +556,21 @@ def expected_depth(depth: np.ndarray, min_alpha: float = 1e-6) -> np.ndarray:
 def linear_background_to_encoded(background_linear: np.ndarray) -> np.ndarray:
     """World colour (scene linear) → the encoded space the splats composite in. [3]"""
     return linear_to_srgb(np.clip(np.asarray(background_linear, np.float32), 0.0, 1.0))
+
+
+def scene_depth(splat_depth: np.ndarray, mesh_z: np.ndarray | None, min_alpha: float = 1e-6) -> np.ndarray:
+    """Blender's Depth pass with the scene meshes: the splats' alpha-normalised depth where they
+    cover a pixel (they are never behind a mesh: the splat pass is depth-tested), else the mesh's
+    camera z, else :data:`BACKGROUND_DEPTH`.
+
+    Args:
+        splat_depth: drawer depth output (Σ w z, 0, 0, Σ w). [H, W, 4]
+        mesh_z: nearest mesh's camera z, m, 0 where none, or None. [H, W]
+    Returns:
+        camera z in meters. [H, W] float32
+    """
+    out = expected_depth(splat_depth, min_alpha)
+    if mesh_z is not None:
+        empty = (splat_depth[..., 3] <= min_alpha) & (mesh_z > 0.0)
+        out[empty] = mesh_z[empty]
+    return out

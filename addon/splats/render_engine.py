@@ -10,18 +10,23 @@ Both paths use the one :class:`.drawer.SplatDrawer`:
 - ``render`` (F12, animations, ``bpy.ops.render.render``; ``bl_use_gpu_context = True`` so it
   also works in background mode): honours the scene camera (perspective / orthographic, lens,
   sensor fit, shift, clip range), resolution and percentage, pixel aspect, the frame being
-  rendered, film transparency (else the world colour is the background) and writes the
-  "Depth" pass (camera z in meters, 1e10 where empty) when the view layer enables it. File
-  format and frame range are Blender's own output settings. Map images are re-read for every
-  rendered frame.
+  rendered, the render border (cropped or not), film transparency (else the world colour is
+  the background) and writes the "Depth" pass (camera z in meters, 1e10 where empty) when the
+  view layer enables it. File format and frame range are Blender's own output settings. Map
+  images are re-read for every rendered frame. Any error is reported, which cancels the render.
 
-Colour: splats carry encoded (sRGB) colours and composite in that space, like the engine; the
-Combined pass is that image decoded to scene-linear premultiplied RGBA. With the "Standard"
-view transform, an 8-bit output therefore holds exactly the engine's image values (other view
-transforms such as AgX change them, as for any render).
+The rest of the scene: visible meshes (not the heads) are drawn first with simple solid shading
+(:mod:`.scene_meshes`) and the splats are depth-tested against them (``scene.fate.splat_draw_meshes``).
 
-Not supported: panoramic cameras, render borders (the full frame is rendered), motion blur,
-multi-view/stereo.
+Colour: splats carry encoded (sRGB) colours. By default (``scene.fate.splat_composite =
+"TRAINING"``) they composite over each other and over what is behind them in that space, like
+the engine; the Combined pass is the result decoded to scene-linear premultiplied RGBA, and
+Blender's colour management applies to it as to any render. With the "Standard" view transform
+an 8-bit output therefore holds exactly the engine's image values; AgX or Filmic tone-map it
+(a white world turns light grey, as in Cycles). ``"LINEAR"`` blends in scene linear, as Cycles
+and EEVEE blend native splats.
+
+Not supported: panoramic cameras, motion blur, multi-view/stereo.
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ import numpy as np
 
 from ..errors import SplatError
 from . import runtime
-from .cameras import camera_from_object, camera_from_view, render_size
-from .drawer import SplatDrawer, expected_depth, free_shaders, linear_background_to_encoded
+from .cameras import border_rect, camera_from_object, camera_from_view, crop_camera, render_size
+from .drawer import SplatDrawer, free_shaders, scene_depth
 from .geometry import SplatGaussians
+from .scene_meshes import MeshLayer, scene_meshes
+from .scene_meshes import free_shaders as free_mesh_shaders
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,20 @@ _PANELS = (
 def _panel_classes() -> list[type]:
     return [c for c in (getattr(bpy.types, name, None) for name in _PANELS)
             if c is not None and hasattr(c, "COMPAT_ENGINES")]
+
+
+COMPOSITE_TRAINING, COMPOSITE_LINEAR = "TRAINING", "LINEAR"
+"""``scene.fate.splat_composite``: blend in the training (sRGB-encoded) space, as the engine
+(the default: under the Standard view transform an 8-bit output equals the engine's image), or in
+scene linear, as Cycles and EEVEE blend native splats."""
+
+
+def splat_settings(scene: bpy.types.Scene) -> tuple[bool, bool]:
+    """(blend in scene linear, draw the scene's meshes) from ``scene.fate`` (defaults: training
+    space, meshes drawn; also when the add-on's properties are not registered)."""
+    st = getattr(scene, "fate", None)
+    linear = getattr(st, "splat_composite", COMPOSITE_TRAINING) == COMPOSITE_LINEAR
+    return linear, bool(getattr(st, "splat_draw_meshes", True))
 
 
 def world_background(scene: bpy.types.Scene) -> np.ndarray:
@@ -113,52 +134,65 @@ class FATE_RE_splats(bpy.types.RenderEngine):
 
     # ------------------------------------------------------------------ final render
     def render(self, depsgraph: bpy.types.Depsgraph) -> None:
-        """Renders the current frame of ``depsgraph`` into the render result."""
+        """Renders the current frame of ``depsgraph`` (the render border, if any) into the
+        render result. Any failure is reported as an error, which cancels the render (no file is
+        written, an animation stops) instead of leaving a black frame."""
+        try:
+            self._render(depsgraph)
+        except SplatError as exc:
+            self.report({'ERROR'}, f"FATE Splats: {exc}")
+        except Exception as exc:  # noqa: BLE001 - report, never a silent black frame
+            log.exception("FATE Splats: render failed")
+            self.report({'ERROR'}, f"FATE Splats: render failed: {type(exc).__name__}: {exc}")
+
+    def _render(self, depsgraph: bpy.types.Depsgraph) -> None:
         t_start = time.perf_counter()
         scene = depsgraph.scene
         rd = scene.render
         width, height = render_size(rd)
         cam_obj = scene.camera
         if cam_obj is None:
-            self.report({'ERROR'}, "FATE Splats: the scene has no active camera")
-            return
-        cam_eval = cam_obj.evaluated_get(depsgraph)
-        try:
-            cam = camera_from_object(
-                cam_eval, depsgraph, width, height, (rd.pixel_aspect_x, rd.pixel_aspect_y))
-            t0 = time.perf_counter()
-            gaussians = runtime.scene_gaussians(depsgraph, resample=True)
-            t_gauss = time.perf_counter() - t0
-        except SplatError as exc:
-            self.report({'ERROR'}, f"FATE Splats: {exc}")
-            return
+            raise SplatError("the scene has no active camera")
+        cam = camera_from_object(cam_obj.evaluated_get(depsgraph), depsgraph, width, height,
+                                 (rd.pixel_aspect_x, rd.pixel_aspect_y))
+        linear, with_meshes = splat_settings(scene)
+        t0 = time.perf_counter()
+        gaussians = runtime.scene_gaussians(depsgraph, resample=True)
+        meshes = scene_meshes(depsgraph) if with_meshes else []
+        t_gauss = time.perf_counter() - t0
         if self.test_break():
             return
 
-        background = None
-        if not rd.film_transparent:
-            background = linear_background_to_encoded(world_background(scene))
-        drawer = SplatDrawer()
-        try:
-            drawer.upload(gaussians)
-            combined, depth = drawer.render(cam, background)
-        finally:
-            drawer.free()
-
+        # The render border: Blender sizes the result to it (cropped or not); render exactly
+        # those pixels with the full frame's camera (same pixel centres, same sort order).
         result = self.begin_result(0, 0, width, height, layer=depsgraph.view_layer.name)
-        layer = result.layers[0]
-        layer.passes["Combined"].rect.foreach_set(np.ascontiguousarray(combined).reshape(-1))
-        depth_pass = layer.passes.find("Depth")
-        if depth_pass >= 0:
-            layer.passes[depth_pass].rect.foreach_set(expected_depth(depth).reshape(-1))
+        try:
+            x0, y0, w, h = border_rect(rd, width, height, result.resolution_x, result.resolution_y)
+            part = crop_camera(cam, x0, height - (y0 + h), w, h)
+            background = None if rd.film_transparent else world_background(scene)
+            drawer = SplatDrawer()
+            try:
+                drawer.upload(gaussians, linear=linear)
+                drawer.meshes = MeshLayer(meshes) if meshes else None
+                combined, depth, mesh_z = drawer.render(part, background)
+            finally:
+                drawer.free()
+            layer = result.layers[0]
+            layer.passes["Combined"].rect.foreach_set(np.ascontiguousarray(combined).reshape(-1))
+            depth_pass = layer.passes.find("Depth")
+            if depth_pass >= 0:
+                layer.passes[depth_pass].rect.foreach_set(scene_depth(depth, mesh_z).reshape(-1))
+        except BaseException:
+            self.end_result(result, cancel=True)
+            raise
         self.end_result(result)
 
         LAST_RENDER_STATS.clear()
         LAST_RENDER_STATS.update(drawer.timings)
-        LAST_RENDER_STATS.update(gaussians=t_gauss, n=float(len(gaussians)),
+        LAST_RENDER_STATS.update(gaussians=t_gauss, n=float(len(gaussians)), meshes=float(len(meshes)),
                                  total=time.perf_counter() - t_start)
         log.debug("FATE Splats: frame %d, %d Gaussians, %dx%d: %s", scene.frame_current,
-                  len(gaussians), width, height, LAST_RENDER_STATS)
+                  len(gaussians), w, h, LAST_RENDER_STATS)
 
     # ------------------------------------------------------------------ viewport
     def view_update(self, context: bpy.types.Context, depsgraph: bpy.types.Depsgraph) -> None:
@@ -187,7 +221,9 @@ class FATE_RE_splats(bpy.types.RenderEngine):
         scene = depsgraph.scene
         if self._drawer is None:
             self._drawer = SplatDrawer()
-        if self._view_dirty or self._view_generation != runtime.maps_generation():
+        linear, with_meshes = splat_settings(scene)
+        if (self._view_dirty or self._view_generation != runtime.maps_generation()
+                or linear != self._drawer.linear):
             self._view_dirty = False
             self._view_generation = runtime.maps_generation()
             try:
@@ -195,13 +231,12 @@ class FATE_RE_splats(bpy.types.RenderEngine):
             except SplatError as exc:  # logged once per change, then nothing is drawn
                 log.error("FATE Splats viewport: %s", exc)
                 gaussians = SplatGaussians.empty()
-            self._drawer.upload(gaussians)
+            self._drawer.upload(gaussians, linear=linear)
+            self._drawer.meshes = MeshLayer(scene_meshes(depsgraph)) if with_meshes else None
         cam = camera_from_view(region_data, width, height)
-        encoded = self._drawer.render_texture(cam, with_depth=False, fmt='RGBA16F', sync=sync)
-        background = None
-        if not scene.render.film_transparent:
-            background = linear_background_to_encoded(world_background(scene))
-        return self._drawer.linearized_texture(encoded, background)
+        splats = self._drawer.render_texture(cam, with_depth=False, fmt='RGBA16F', sync=sync)
+        background = None if scene.render.film_transparent else world_background(scene)
+        return self._drawer.linearized_texture(splats, background)
 
     def view_draw(self, context: bpy.types.Context, depsgraph: bpy.types.Depsgraph) -> None:
         """Draws the splats of the visible head objects for the region's view."""
@@ -224,18 +259,26 @@ CLASSES = (FATE_RE_splats,)
 
 
 def register() -> None:
-    """Registers the engine and adds it to the existing panels it supports."""
+    """Registers the engine, adds it to the existing panels it supports and the native splats'
+    render handler."""
+    from . import native
+
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     for panel in _panel_classes():
         panel.COMPAT_ENGINES.add(ENGINE_ID)
+    native.register()
 
 
 def unregister() -> None:
     """Removes the engine from the panels, unregisters it and drops caches and shaders."""
+    from . import native
+
+    native.unregister()
     for panel in _panel_classes():
         panel.COMPAT_ENGINES.discard(ENGINE_ID)
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)
     runtime.clear_caches()
     free_shaders()
+    free_mesh_shaders()

@@ -52,6 +52,18 @@ class FATE_PG_scene(bpy.types.PropertyGroup):
         description="How Import Avatar sets up the tracked head motion and the camera")
     preset_name: StringProperty(name="Preset", default="Preset",
                                 description="Name to save the current expression and pose under")
+    splat_composite: EnumProperty(
+        name="Blend", default="TRAINING",
+        items=(("TRAINING", "As Trained (sRGB)",
+                "Blend the splats in the sRGB-encoded space the avatar was trained in, like the engine: with "
+                "the Standard view transform the render reproduces the training images"),
+               ("LINEAR", "Scene Linear",
+                "Blend in scene linear, as Cycles and EEVEE blend Blender 5.3's native splats")),
+        description="FATE Splats: the colour space splats are blended in")
+    splat_draw_meshes: BoolProperty(
+        name="Draw Scene Meshes", default=True,
+        description="FATE Splats: also draw the other visible meshes (solid shading: base colour or image "
+                    "texture), depth-tested against the splats")
 
     job_kind: StringProperty(name="Job", description="Verb of the current/last job")
     job_state: EnumProperty(name="State", items=JOB_STATES, default="IDLE")

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
 import tempfile
 from dataclasses import dataclass
+
+from blender_support import NO_ENGINE_PYTHON, REPO, engine_env, engine_python
 
 import numpy as np
 import pytest
@@ -26,7 +29,6 @@ except ImportError:  # the fixtures skip; other tests in this folder decide for 
     bpy = None
 
 _NO_BPY = "bpy (Blender as a Python module) is not installed"
-
 MAP_RES = 16
 """Side of the test maps, texels."""
 
@@ -235,3 +237,40 @@ def splat_engine():
     render_engine.register()
     yield render_engine
     render_engine.unregister()
+
+
+@pytest.fixture
+def build_scene():
+    """:func:`build_splat_scene` itself, for tests that bind the scene their own way."""
+    if bpy is None:
+        pytest.skip(_NO_BPY)
+    return build_splat_scene
+
+
+@pytest.fixture(scope="session")
+def worker_avatar(tmp_path_factory):
+    """A small trained and baked avatar made by the real engine through the worker client (the
+    Worker Python is :func:`engine_python`): the demo head (not FLAME) synthesised at 64², 8
+    frames, trained 150 steps at UV 48², baked to 64² maps. Shared by the tests that compare
+    Blender's renders with the engine's. About 40 s on 2 CPU cores."""
+    python = engine_python()
+    if python is None:
+        pytest.skip(NO_ENGINE_PYTHON)
+    from addon.jobs import config as job_config
+    from addon.jobs.worker import WorkerClient
+
+    root = tmp_path_factory.mktemp("worker_avatar")
+    dataset, avatar = root / "dataset", root / "avatar"
+    subprocess.run([python, "-m", "engine", "synth", str(dataset), "--frames", "8", "--resolution", "64",
+                    "--gt_uv_resolution", "64", "--events", "none"], env=engine_env(), check=True,
+                   timeout=300, capture_output=True)
+    client = WorkerClient(python, REPO)
+    cfg = job_config.train_config(dataset, avatar, job_config.resolve_head_model(""), device="cpu", steps=400,
+                                  extra={"uv_resolution": 48, "checkpoint_every": 0, "preview_every": 0,
+                                         "lr_color": 1e-2, "threads": 1})
+    train = client.start("train", cfg, avatar)
+    assert train.wait(600) == "done", train.error
+    bake = client.start("bake", job_config.bake_config(avatar, device="cpu", extra={
+        "resolution": 64, "steps": 20, "warmup_steps": 5, "base_channels": 8, "depth": 2}), avatar)
+    assert bake.wait(600) == "done", bake.error
+    return avatar

@@ -26,7 +26,7 @@ ALLOWED = {
     "addon.extension": set(),
     "addon.files": {"addon.errors"},
     "addon.rig": {"addon.errors", "addon.files"},
-    "addon.splats": {"addon.errors", "addon.rig"},
+    "addon.splats": {"addon.errors", "addon.files", "addon.rig"},
     "addon.maps": {"addon.errors", "addon.files", "addon.rig", "addon.splats"},
     "addon.jobs": {"addon.errors"},
     "addon.ui": {"addon.extension", "addon.jobs"},
@@ -36,7 +36,7 @@ ALLOWED = {
 """Layer (``addon`` = its ``__init__``) → the other layers it may import (docs/ARCHITECTURE.md)."""
 
 BPY_FREE = ("addon.errors", "addon.extension", "addon.files", "addon.rig.flame_math",
-            "addon.splats.colour", "addon.splats.geometry", "addon.splats.texels", "addon.maps.backups", "addon.jobs.events", "addon.jobs.worker",
+            "addon.splats.colour", "addon.splats.geometry", "addon.splats.texels", "addon.splats.conventions", "addon.maps.backups", "addon.jobs.events", "addon.jobs.worker",
             "addon.jobs.config", "addon.jobs.install_engine")
 """Modules (or packages: every module in them) that must import no Blender module, directly or
 through the add-on modules they import."""

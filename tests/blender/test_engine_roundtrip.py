@@ -1,17 +1,16 @@
 """Real engine through the worker client: synth → Train → Bake (tiny, CPU) → Import Avatar, and the
 imported rig reproduces the engine's own deformation of the trained avatar.
 
-The engine runs in subprocesses (torch never enters this bpy process); its reference vertices are
+The engine runs in subprocesses (torch never enters this bpy process) with the Worker Python of
+:func:`conftest.engine_python` — this interpreter under bpy 5.0 (Python 3.11), the 3.11 ``.venv``
+under bpy 5.3 (Python 3.13, no torch), as an artist's Blender does; its reference vertices are
 computed by a helper subprocess too. About 30 s on a 2-core CPU.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +22,14 @@ from addon.jobs import config as job_config  # noqa: E402
 from addon.jobs.worker import WorkerClient  # noqa: E402
 from addon.rig.bindings import get_bindings  # noqa: E402
 from addon.rig.importer import import_avatar  # noqa: E402
+from blender_support import NO_ENGINE_PYTHON, engine_env, engine_python  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TOL_M = 1e-4  # acceptance 0.1 mm; observed ~1.5e-7 m (float32)
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed"),
+    pytest.mark.skipif(engine_python() is None, reason=NO_ENGINE_PYTHON),
     pytest.mark.skipif(not (REPO / "engine" / "__main__.py").is_file(), reason="engine CLI not present"),
 ]
 
@@ -52,17 +52,18 @@ np.save(out, np.stack(verts))
 
 
 def _env():
-    return dict(os.environ, PYTHONPATH=str(REPO))
+    return engine_env()
 
 
 @pytest.fixture(scope="module")
 def baked_avatar(tmp_path_factory):
     root = tmp_path_factory.mktemp("roundtrip")
     dataset, avatar = root / "dataset", root / "avatar"
-    subprocess.run([sys.executable, "-m", "engine", "synth", str(dataset), "--frames", "6", "--resolution", "48",
+    python = engine_python()
+    subprocess.run([python, "-m", "engine", "synth", str(dataset), "--frames", "6", "--resolution", "48",
                     "--gt_uv_resolution", "24", "--events", "none"], env=_env(), check=True, timeout=300,
                    capture_output=True)
-    client = WorkerClient(sys.executable, REPO)
+    client = WorkerClient(python, REPO)
     cfg = job_config.train_config(dataset, avatar, job_config.resolve_head_model(""), device="cpu", steps=12,
                                   extra={"uv_resolution": 16, "checkpoint_every": 6, "preview_every": 6})
     train = client.start("train", cfg, avatar)
@@ -74,7 +75,7 @@ def baked_avatar(tmp_path_factory):
         "resolution": 32, "steps": 6, "warmup_steps": 3, "base_channels": 8, "depth": 2}), avatar)
     assert bake.wait(300) == "done", bake.error
     ref = root / "reference.npy"
-    subprocess.run([sys.executable, "-c", _REFERENCE, str(avatar), str(ref)], env=_env(), check=True,
+    subprocess.run([python, "-c", _REFERENCE, str(avatar), str(ref)], env=_env(), check=True,
                    timeout=300, capture_output=True)
     return avatar, np.load(ref), train
 

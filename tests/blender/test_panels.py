@@ -85,3 +85,28 @@ def test_sidebar_with_an_unbaked_avatar(registered, tmp_path):
     assert ops[:3] == ["fate.preset_save", "fate.preset_apply", "fate.preset_delete"]
     assert "fate.expression_neutral" in ops and "fate.look_at_add" in ops
     assert ("prop", "mute") in panel.layout.log and ("prop", "action_blend_type") in panel.layout.log
+@pytest.mark.parametrize("view", ["Standard", "AgX"])
+def test_render_panel_names_the_view_and_the_native_status(registered, view):
+    render = submodule("panels.render")
+    native = submodule("addon.splats.native")
+    scene = bpy.context.scene
+    scene.render.engine = "FATE_SPLAT"
+    scene.view_settings.view_transform = view
+    scene.view_settings.look = "None"
+    scene.view_settings.exposure = 0.0
+    panel = _Self()
+    assert render.FATE_PT_render_splats.poll(bpy.context)
+    render.FATE_PT_render_splats.draw(panel, bpy.context)
+    log = panel.layout.log
+    assert ("prop", "splat_composite") in log and ("prop", "splat_draw_meshes") in log
+    labels = " ".join(v for k, v in log if k == "label")
+    ops = [v for k, v in log if k == "operator"]
+    assert "training images" in labels
+    assert ("fate.use_standard_view" in ops) == (view != "Standard")
+    if native.native_splats_supported()[0]:
+        assert "fate.refresh_native_splats" in ops and "fate.setup_composite" not in ops
+    else:
+        assert "fate.setup_composite" in ops and "5.3" in labels
+    assert "fate.export_splats" in ops
+    bpy.ops.fate.use_standard_view()
+    assert scene.view_settings.view_transform == "Standard"

@@ -199,7 +199,7 @@ def test_animation_render_frames_motion_and_depth(splat_scene, splat_engine, tmp
         assert im[0, 0, 3] == 0.0
     # "Raise" lifts the mesh 15 mm (Blender +Z) at ~0.55 m: f·dz/z ≈ 133·0.015/0.55 ≈ 3.6 px up.
     f = splat_scene.camera.data.lens / splat_scene.camera.data.sensor_width * rd.resolution_x
-    expected = f * splat_scene.raise_offset[1] / 0.55
+    expected = float(f * splat_scene.raise_offset[1] / 0.55)  # pytest.approx takes no NumPy 2 float32
     shift = alpha_centroid(imgs[2]) - alpha_centroid(imgs[0])
     assert abs(shift[0]) < 0.3, shift
     assert shift[1] == pytest.approx(-expected, abs=0.1 * expected), (shift, expected)
@@ -215,13 +215,16 @@ def test_animation_render_frames_motion_and_depth(splat_scene, splat_engine, tmp
     assert np.all(depth[imgs[0][..., 3] == 0.0] == splat_drawer.BACKGROUND_DEPTH)
 
 
-def test_viewport_path_matches_final_render(splat_scene, splat_engine, tmp_path):
-    """view_draw's GPU work (view_texture: RGBA16F, camera from a RegionView3D, linearise pass)
-    gives the F12 image when the view equals the scene camera."""
+@pytest.mark.parametrize("with_cube", [False, True])
+def test_viewport_path_matches_final_render(splat_scene, splat_engine, tmp_path, with_cube):
+    """view_draw's GPU work (view_texture: RGBA16F, camera from a RegionView3D, composite pass)
+    gives the F12 image when the view equals the scene camera — with a scene mesh too."""
     from types import SimpleNamespace
 
     from mathutils import Matrix
 
+    if with_cube:
+        _solid("Cube", (0.04, 0.04, 0.04), (0.03, -0.3, 0.02), (1.0, 0.0, 0.0))
     scene = bpy.context.scene
     scene.render.engine = "FATE_SPLAT"
     final = _render_exr(tmp_path / "final.exr")  # top row first, linear premultiplied
@@ -491,3 +494,181 @@ def test_benchmark_draw_and_edit_latency(tmp_path):
     out = os.environ.get("FATE_BENCH_OUT")
     if out:
         Path(out).write_text(text + "\n")
+
+
+# ------------------------------------------------------------------------------ scene, border, errors
+def _solid(name: str, size: tuple, location: tuple, colour: tuple) -> "bpy.types.Object":
+    """A box of ``size`` (m) at ``location`` (Blender world) whose Principled base colour is ``colour``."""
+    import bmesh
+
+    mesh = bpy.data.meshes.new(name)
+    bm = bmesh.new()
+    bmesh.ops.create_cube(bm, size=1.0)
+    bm.to_mesh(mesh)
+    bm.free()
+    obj = bpy.data.objects.new(name, mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    obj.location = location
+    obj.scale = size
+    mat = bpy.data.materials.new(name)
+    if mat.node_tree is None:
+        mat.use_nodes = True
+    bsdf = next(n for n in mat.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+    bsdf.inputs["Base Color"].default_value = (*colour, 1.0)
+    mesh.materials.append(mat)
+    return obj
+
+
+def test_scene_meshes_occlude_and_show_behind(splat_scene, splat_engine, tmp_path):
+    """A red cube in front of the head hides it; a green wall behind it shows where the head is
+    not; elsewhere the head is unchanged; the Depth pass has the cube's distance."""
+    scene = bpy.context.scene
+    scene.render.engine = "FATE_SPLAT"
+    scene.render.film_transparent = True
+    alone = _render_exr(tmp_path / "alone.exr")
+    scene.render.film_transparent = False
+    before = _render_exr(tmp_path / "before.exr")
+    # Camera at y = −0.55 looking +Y (96×72, f = 50/36·96 = 133.3 px). Cube: 4 cm at 0.25 m,
+    # 3 cm right of the axis → columns 64 ± 10.7, rows 36 ± 10.7 (top first).
+    _solid("Cube", (0.04, 0.04, 0.04), (0.03, -0.3, 0.02), (1.0, 0.0, 0.0))
+    _solid("Wall", (1.0, 0.01, 1.0), (0.0, 0.2, 0.0), (0.0, 0.8, 0.0))
+    scene.view_layers[0].use_pass_z = True
+    after = _render_exr(tmp_path / "after.exr")
+    cube = np.zeros(after.shape[:2], bool)
+    cube[30:43, 58:71] = True  # well inside the cube's front face
+    near_cube = np.zeros_like(cube)
+    near_cube[22:51, 46:82] = True  # the cube's footprint (front and side faces) with a margin
+    # Facing the headlight: shading = base colour (AMBIENT + (1 − AMBIENT)·|n·v|), |n·v| > 0.99 there.
+    np.testing.assert_allclose(after[cube][:, :3], np.broadcast_to([1.0, 0.0, 0.0], (cube.sum(), 3)), atol=0.02)
+    empty = alone[..., 3] < 1e-4
+    assert empty.sum() > 500
+    # The wall where no splat covers it: its base colour, headlight-shaded (the frame's corners
+    # are 60 px = 24.2° off axis: |n·v| ≥ cos 25° → ≥ 0.3 + 0.7·0.906 of the base colour).
+    wall = after[empty & ~near_cube][:, :3]
+    assert np.all(wall[:, [0, 2]] < 1e-4)
+    assert np.all((wall[:, 1] > 0.8 * 0.934) & (wall[:, 1] <= 0.8 + 1e-4)), (wall[:, 1].min(), wall[:, 1].max())
+    # Where the head is opaque and the cube is not: unchanged (the wall behind shows through
+    # at most 0.5 %).
+    opaque = (alone[..., 3] > 0.995) & ~near_cube
+    assert opaque.sum() > 500
+    np.testing.assert_allclose(after[opaque][:, :3], before[opaque][:, :3], atol=0.02)
+
+    # Depth: the cube's front face is 0.25 − 0.02 = 0.23 m away (OpenCV z).
+    dtree = bpy.data.node_groups.new("FATE depth", "CompositorNodeTree") if hasattr(scene, "compositing_node_group") else None
+    if dtree is not None:
+        scene.compositing_node_group = dtree
+        rl = dtree.nodes.new("CompositorNodeRLayers")
+        fo = dtree.nodes.new("CompositorNodeOutputFile")
+        fo.directory = str(tmp_path / "depth") + os.sep
+        fo.file_name = "z_"
+        fo.format.media_type = 'IMAGE'
+        fo.format.file_format = 'OPEN_EXR'
+        fo.format.color_depth = '32'
+        fo.file_output_items.new('FLOAT', "Depth")
+        dtree.links.new(rl.outputs["Depth"], fo.inputs["Depth"])
+        _render_exr(tmp_path / "with_depth.exr")
+        z = _read_exr_rgba(sorted((tmp_path / "depth").glob("*.exr"))[0])[..., 0]
+        np.testing.assert_allclose(z[cube], 0.23, atol=2e-3)
+        np.testing.assert_allclose(z[empty & ~near_cube], 0.2 - 0.005 + 0.55, atol=1e-3)  # the wall
+
+
+def test_scene_meshes_can_be_switched_off(splat_scene, splat_engine, tmp_path):
+    from addon.ui import properties
+
+    properties.register()
+    try:
+        scene = bpy.context.scene
+        scene.render.engine = "FATE_SPLAT"
+        before = _render_exr(tmp_path / "before.exr")
+        _solid("Cube", (0.04, 0.04, 0.04), (0.03, -0.3, 0.02), (1.0, 0.0, 0.0))
+        scene.fate.splat_draw_meshes = False
+        np.testing.assert_array_equal(_render_exr(tmp_path / "off.exr"), before)
+        scene.fate.splat_draw_meshes = True
+        assert np.abs(_render_exr(tmp_path / "on.exr") - before).max() > 0.5
+    finally:
+        properties.unregister()
+
+
+@pytest.mark.parametrize("crop", [False, True])
+def test_border_render_equals_the_crop_of_a_full_render(splat_scene, splat_engine, tmp_path, crop):
+    scene = bpy.context.scene
+    scene.render.engine = "FATE_SPLAT"
+    scene.render.film_transparent = True
+    _solid("Cube", (0.04, 0.04, 0.04), (0.03, -0.3, 0.02), (1.0, 0.0, 0.0))
+    full = _render_exr(tmp_path / "full.exr")  # 96×72, top row first
+    rd = scene.render
+    rd.use_border = True
+    rd.use_crop_to_border = crop
+    rd.border_min_x, rd.border_max_x = 0.3, 0.8    # not whole pixels: 28.8 … 76.8
+    rd.border_min_y, rd.border_max_y = 0.25, 0.9   # 18 … 64.8 from the bottom
+    part = _render_exr(tmp_path / "border.exr")
+    x0, x1 = int(0.3 * 96), int(0.8 * 96)
+    y0, y1 = int(0.25 * 72), int(0.9 * 72)
+    rows = slice(72 - y1, 72 - y0)  # top row first
+    if crop:
+        assert part.shape == (y1 - y0, x1 - x0, 4)
+        window = part
+    else:
+        assert part.shape == full.shape
+        window = part[rows, x0:x1]
+        outside = np.ones(full.shape[:2], bool)
+        outside[rows, x0:x1] = False
+        assert np.all(part[outside] == 0.0)
+    assert full[rows, x0:x1, 3].max() > 0.5  # the head is in the window
+    # Same pixel centres, same sort: equal up to float rounding of the blend.
+    np.testing.assert_allclose(window, full[rows, x0:x1], atol=1e-5)
+
+
+@pytest.mark.parametrize("fault", ["missing image", "unexpected exception"])
+def test_render_error_cancels_animation_and_writes_nothing(splat_scene, splat_engine, tmp_path,
+                                                          monkeypatch, fault):
+    """Any failure inside render() is reported (the operator raises) and nothing is written; an
+    uncaught exception used to leave a black frame and FINISHED."""
+    scene = bpy.context.scene
+    scene.render.engine = "FATE_SPLAT"
+    scene.render.filepath = str(tmp_path / "frame_")
+    scene.render.image_settings.file_format = 'PNG'
+    if fault == "missing image":
+        splat_scene.head["fate_maps"] = {**splat_scene.head["fate_maps"], "scale": "no such image"}
+        expected = "FATE Splats: .*no such image"
+    else:
+        def broken(*args, **kwargs):
+            raise ValueError("planted fault")
+        monkeypatch.setattr(sr, "scene_gaussians", broken)
+        expected = "FATE Splats: render failed: ValueError: planted fault"
+    with pytest.raises(RuntimeError, match=expected):
+        bpy.ops.render.render(animation=True)
+    assert list(tmp_path.glob("frame_*")) == []
+
+
+def test_blend_space_as_trained_and_scene_linear(splat_scene, splat_engine, tmp_path):
+    """With one colour c everywhere both blend spaces agree on a transparent film; over the world
+    colour b they follow their formulas at every pixel of accumulated alpha A:
+    as trained lin(enc(c)·A + (1 − A)·enc(b)), scene linear lin(c)·A + (1 − A)·b."""
+    from addon.ui import properties
+
+    properties.register()
+    try:
+        scene = bpy.context.scene
+        scene.render.engine = "FATE_SPLAT"
+        c = np.float32(77 / 255)  # a value the 8-bit colour image stores exactly
+        _set_pixels(bpy.data.images[splat_scene.head["fate_maps"]["color"]],
+                    np.full(splat_scene.maps["color"].shape, c, np.float32))
+        sr.tag_maps_changed()
+        out = {}
+        for space in ("TRAINING", "LINEAR"):
+            scene.fate.splat_composite = space
+            for film in (True, False):
+                scene.render.film_transparent = film
+                out[space, film] = _render_exr(tmp_path / f"{space}_{film}.exr")
+    finally:
+        properties.unregister()
+    np.testing.assert_allclose(out["LINEAR", True], out["TRAINING", True], atol=1e-5)
+    A = out["TRAINING", True][..., 3:4]
+    assert ((A > 0.05) & (A < 0.95)).sum() > 50  # enough partly covered pixels to tell them apart
+    b = np.array([0.05, 0.1, 0.2], np.float32)
+    lin_c = colour.srgb_to_linear(c)
+    trained = colour.srgb_to_linear(c * A + (1 - A) * colour.linear_to_srgb(b))
+    np.testing.assert_allclose(out["TRAINING", False][..., :3], trained, atol=2e-4)
+    np.testing.assert_allclose(out["LINEAR", False][..., :3], lin_c * A + (1 - A) * b, atol=2e-4)
+    assert np.abs(out["LINEAR", False] - out["TRAINING", False]).max() > 0.005  # observed 0.009

@@ -156,11 +156,16 @@ def test_check_bad_python_path(fake_ext, tmp_path):
 
 
 def test_check_real_engine():
-    """``python -m engine check`` of the real engine with the test interpreter (torch CPU)."""
+    """``python -m engine check`` of the real engine with the Worker Python the tests use (this
+    interpreter when it has torch, else the 3.11 ``.venv``: see conftest.engine_python)."""
+    from blender_support import NO_ENGINE_PYTHON, engine_python
+
     if not (REPO / "engine" / "__main__.py").is_file():
         pytest.skip("engine/__main__.py not present yet")
-    pytest.importorskip("torch", reason="torch not installed in the test environment")
-    info = WorkerClient(sys.executable, REPO).check(timeout_s=120)
+    python = engine_python()
+    if python is None:
+        pytest.skip(NO_ENGINE_PYTHON)
+    info = WorkerClient(python, REPO).check(timeout_s=120)
     assert info["torch"] and info["device"] in ("cpu", "cuda") and info.get("rasterizer")
     assert "torch " in info.summary() and "rasteriser" in info.summary()
 
