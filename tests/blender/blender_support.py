@@ -68,3 +68,14 @@ def engine_render(avatar: Path, out: Path, background=(1.0, 1.0, 1.0)) -> list[P
                     "--background", ",".join(str(float(c)) for c in background), "--events", "none"],
                    env=engine_env(), check=True, timeout=300, capture_output=True)
     return sorted(Path(out).glob("*.png"))
+
+
+def set_image_pixels(img, data) -> None:
+    """Overwrites a Blender image's RGB(A) channels (``data`` [H, W, C], bottom row first)."""
+    import numpy as np
+
+    res_x, res_y = img.size
+    rgba = np.ones((res_y, res_x, 4), np.float32)
+    rgba[..., :data.shape[-1]] = data
+    img.pixels.foreach_set(rgba.reshape(-1))
+    img.update()

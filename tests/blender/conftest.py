@@ -78,15 +78,6 @@ def _image(name: str, data: np.ndarray, float_buffer: bool, colorspace: str) -> 
     return img
 
 
-def set_image_pixels(img: "bpy.types.Image", data: np.ndarray) -> None:
-    """Overwrites an image's RGB(A) channels (bottom row first)."""
-    res_x, res_y = img.size
-    rgba = np.ones((res_y, res_x, 4), np.float32)
-    rgba[..., :data.shape[-1]] = data
-    img.pixels.foreach_set(rgba.reshape(-1))
-    img.update()
-
-
 def build_splat_scene(n_grid: int = 6, per_face: int = 10, seed: int = 0,
                       resolution: tuple[int, int] = (96, 72), name: str = "TestHead",
                       map_res: int = MAP_RES) -> SplatScene:

@@ -19,7 +19,7 @@ bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not
 from addon.splats import colour  # noqa: E402
 from addon.splats import runtime as sr  # noqa: E402
 from addon.splats import texels  # noqa: E402
-from conftest import set_image_pixels  # noqa: E402
+from blender_support import set_image_pixels  # noqa: E402
 from renders import render_exr  # noqa: E402
 from synthetic_avatar import make_head  # noqa: E402
 
