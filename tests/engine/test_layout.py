@@ -153,3 +153,10 @@ def test_cli_and_configs_start_without_torch():
             "engine.evaluate.config; sys.exit(1 if 'torch' in sys.modules else 0)")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env).returncode == 0
+
+
+def test_test_files_have_unique_basenames():
+    """pytest imports test modules of folders without __init__.py by their basename: two files of
+    the same name in tests/engine and tests/blender stop the whole run at collection."""
+    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
