@@ -27,7 +27,8 @@ def test_cli_flags_apply_and_choices_are_enforced(capsys):
     cfg = apply_arguments(BakeConfig(), _parse(BakeConfig, ["--init", "noise", "--resolution", "256",
                                                             "--appearance_only", "true"]))
     assert (cfg.init, cfg.resolution, cfg.appearance_only) == ("noise", 256, True)
-    assert cfg.warmup == 500  # -1 resolved for init="noise", after the flags are applied
+    # -1 sentinels resolved for init="noise" (FATE's recipe), after the flags are applied
+    assert (cfg.rotation_weight, cfg.scale_weight, cfg.final_lr) == (0.1, 0.1, cfg.lr)
     with pytest.raises(SystemExit):
         _parse(BakeConfig, ["--init", "random"])
     assert "invalid choice: 'random'" in capsys.readouterr().err
