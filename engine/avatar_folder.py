@@ -14,6 +14,7 @@ file                           content                                      writ
 ``blendshapes.safetensors``    learnt ΔE, ΔP, Δ (FATE Eq. 5)                :meth:`AvatarFolder.save`
 ``head_model.npz``             the head model trained with                  :meth:`AvatarFolder.save`
 ``tracking.npz``               per-frame FLAME parameters and cameras       :meth:`AvatarFolder.save`
+``soft_binding.safetensors``   soft binding: network, unfolded Gaussians    :meth:`AvatarFolder.save`
 ``blender/head.npz``           head for Import Avatar (Δ folded in)         :meth:`AvatarFolder.save`
 ``blender/bindings.npz``       Gaussian face / barycentric / UV             :meth:`AvatarFolder.save`
 ``blender/gaussians.npz``      the Gaussians' activated attributes          :meth:`AvatarFolder.save`
@@ -61,6 +62,7 @@ class AvatarFolder:
     BLENDSHAPES = "blendshapes.safetensors"
     HEAD_MODEL = "head_model.npz"
     TRACKING = "tracking.npz"
+    SOFT_BINDING = "soft_binding.safetensors"
     BLENDER_HEAD = "blender/head.npz"
     BLENDER_BINDINGS = "blender/bindings.npz"
     BLENDER_GAUSSIANS = "blender/gaussians.npz"
@@ -111,6 +113,10 @@ class AvatarFolder:
         """
         from engine.jobs.config import to_dict
 
+        self._write_soft_binding(avatar, seq)
+        if avatar.soft_binding is not None:
+            from engine.model.avatar import static_bake
+            avatar = static_bake(avatar, seq, seq.indices("train"))
         g = avatar.gaussians
         write_safetensors(self.path(self.GAUSSIANS), g.raw_state(), {"shell": g.shell})
         write_safetensors(self.path(self.BLENDSHAPES), dict(avatar.blendshapes.state_dict()))
@@ -124,6 +130,20 @@ class AvatarFolder:
             "config": to_dict(config), "dataset": str(getattr(config, "dataset", "")),
             "metrics": metrics or {},
         })
+
+    def _write_soft_binding(self, avatar: "Avatar", seq: "Sequence") -> None:
+        """``soft_binding.safetensors`` (soft binding only; removed for a hard-bound avatar): the
+        network and its fixed inputs (``SoftBinding.state`` keys) and the Gaussians before the
+        static bake (``gaussians/<name>``). ``gaussians.safetensors`` holds the static bake (the
+        mean offset over the training frames folded in), which baking and Blender use."""
+        path = self.path(self.SOFT_BINDING)
+        sb = avatar.soft_binding
+        if sb is None:
+            path.unlink(missing_ok=True)
+            return
+        tensors = dict(sb.state())
+        tensors.update({f"gaussians/{k}": v for k, v in avatar.gaussians.raw_state().items()})
+        write_safetensors(path, tensors, {"shell": avatar.gaussians.shell})
 
     @torch.no_grad()
     def _write_tracking(self, avatar: "Avatar", seq: "Sequence") -> None:
@@ -195,11 +215,13 @@ class AvatarFolder:
             raise AvatarError(f"{meta_path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
         return meta
 
-    def load(self, device: torch.device | str = "cpu") -> "LoadedAvatar":
+    def load(self, device: torch.device | str = "cpu", soft_binding: bool = False) -> "LoadedAvatar":
         """Reads the avatar written by :meth:`save`.
 
         Args:
             device: where the model's tensors go.
+            soft_binding: load the live soft binding (network + unfolded Gaussians from
+                ``soft_binding.safetensors``) instead of its static bake.
         Raises:
             AvatarError: a missing file or a format mismatch, naming the file.
         """
@@ -230,7 +252,26 @@ class AvatarFolder:
         T = tracking["expr"].shape[0]
         tr = TrackingRefinement(T, tracking["expr"].shape[1], tracking["pose"].shape[1], enabled=False)
         av = Avatar(head, flame, faces, g.to(device), bs, tr.to(device))
+        if soft_binding:
+            av.gaussians, av.soft_binding = self._load_soft_binding(head, device, g.shell)
         return LoadedAvatar(av, meta, tracking, self)
+
+    def _load_soft_binding(self, head: "HeadModel", device: torch.device | str, shell: float):
+        """(unfolded UVGaussians, SoftBinding) from ``soft_binding.safetensors``."""
+        from safetensors.torch import load_file
+
+        from engine.model.gaussians import UVGaussians
+        from engine.model.soft_binding import SoftBinding
+
+        path = self.path(self.SOFT_BINDING)
+        if not path.exists():
+            raise AvatarError(f"{path} is missing: this avatar was trained with hard binding (--binding hard)")
+        state = load_file(str(path), device=str(device))
+        g = UVGaussians.from_raw_state({k.split("/", 1)[1]: v for k, v in state.items()
+                                        if k.startswith("gaussians/")}, shell=shell).to(device)
+        sb = SoftBinding.from_state({k: v for k, v in state.items() if not k.startswith("gaussians/")},
+                                    head.uvs, head.faces_uv_all, head.joint_names).to(device)
+        return g, sb
 
 
 @dataclass
@@ -250,9 +291,9 @@ class LoadedAvatar:
     folder: AvatarFolder
 
 
-def load_avatar(path: str | Path, device: torch.device | str = "cpu") -> LoadedAvatar:
-    """``AvatarFolder(path).load(device)``."""
-    return AvatarFolder(path).load(device)
+def load_avatar(path: str | Path, device: torch.device | str = "cpu", soft_binding: bool = False) -> LoadedAvatar:
+    """``AvatarFolder(path).load(device, soft_binding)``."""
+    return AvatarFolder(path).load(device, soft_binding)
 
 
 def expression_names(head: "HeadModel", count: int) -> list[str] | None:

@@ -12,9 +12,9 @@ class BenchConfig:
 
     suite: str = "raster"
     """comma-separated: raster, render (forward-only FPS), densify, train, bake, fate (round-1 vs
-    FATE-code training settings)"""
+    FATE-code training settings), binding (hard/soft binding × sampling/temporal densification)"""
     dataset: str = ""
-    """dataset for the fate suite (default: the synthetic sequence of ``frames`` × ``resolution``)"""
+    """dataset for the fate and binding suites (default: the synthetic sequence of ``frames`` × ``resolution``)"""
     steps: int = 1500
     """training steps for the densify/train suites"""
     frames: int = 100

@@ -9,6 +9,8 @@ Suites:
 - ``bake``: neural baking of the ``train`` suite's avatar (trained first if missing) with
   ``init=direct``, ``init=direct`` appearance-only and ``init=noise``: bake time, held-out PSNR
   before/after (the cost of baking) and colour-map total variation vs the direct per-texel fit.
+- ``binding``: hard vs soft binding × sampling vs temporal densification (STAvatar, issue 20;
+  ``engine.bench.binding_ablation``).
 """
 
 from __future__ import annotations
@@ -138,7 +140,8 @@ def run_bench(cfg: BenchConfig, sink=None) -> dict:
                      "torch": torch.__version__}
     suites = [s.strip() for s in cfg.suite.split(",") if s.strip()]
     dataset = None
-    if any(s in ("densify", "train", "bake") for s in suites) or ("fate" in suites and not cfg.dataset):
+    if any(s in ("densify", "train", "bake") for s in suites) or (
+            any(s in ("fate", "binding") for s in suites) and not cfg.dataset):
         dataset = work / f"synthetic_{cfg.resolution}"
         if not (dataset / "transforms_train.json").exists():
             write_synthetic_dataset(dataset, resolve_head_model("demo"),
@@ -166,6 +169,11 @@ def run_bench(cfg: BenchConfig, sink=None) -> dict:
     if "fate" in suites:
         from engine.bench.fate_ablation import run_fate_ablation
         results["fate"] = run_fate_ablation(Path(cfg.dataset) if cfg.dataset else dataset, work, cfg.steps, device)
+    if "binding" in suites:
+        from engine.bench.binding_ablation import run_binding_ablation, step_costs
+        data = Path(cfg.dataset) if cfg.dataset else dataset
+        results["binding"] = run_binding_ablation(data, work, cfg.steps, device)
+        results["binding_step_cost"] = step_costs(data, work, cost_steps=min(20, cfg.steps), device=device)
     text = format_tables(results)
     import sys
     print(text, file=sys.stderr)

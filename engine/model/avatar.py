@@ -1,8 +1,9 @@
 """The avatar: everything that is trained (FATE §3.1), and the inputs of one frame.
 
 :class:`Avatar` bundles the head model's FLAME layer, the UV-bound Gaussians, the learnt
-blendshapes (Eq. 5) and the optional per-frame tracking corrections; :func:`build_avatar` makes
-the initial one, :func:`frame_inputs` gives a frame's FLAME parameters and camera.
+blendshapes (Eq. 5), the optional per-frame tracking corrections and the optional soft binding
+(STAvatar, ``engine.model.soft_binding``); :func:`build_avatar` makes the initial one,
+:func:`frame_inputs` gives a frame's FLAME parameters and camera.
 """
 
 from __future__ import annotations
@@ -19,8 +20,15 @@ from engine.geometry.cameras import Camera
 from engine.geometry.uv import sample_uv_texels
 from engine.model.blendshapes import LearnedBlendshapes, deform
 from engine.model.flame_layer import FlameLayer
-from engine.model.gaussians import UVGaussians
+from engine.model.gaussians import UVGaussians, WorldGaussians
 from engine.model.head_model import HeadModel
+from engine.model.soft_binding import (
+    SoftBinding,
+    build_soft_binding,
+    canonical_pose,
+    fold_static_offsets,
+    place_soft,
+)
 from engine.model.tracking import TrackingRefinement
 from engine.raster import rasterize
 
@@ -37,23 +45,44 @@ class Avatar:
     gaussians: UVGaussians
     blendshapes: LearnedBlendshapes
     tracking: TrackingRefinement
+    soft_binding: SoftBinding | None = None  # None = hard binding (FATE)
 
     def posed_vertices(self, shape: Tensor, expr: Tensor, pose: Tensor,
                        translation: Tensor | None) -> tuple[Tensor, Tensor]:
         """[1, V, 3] vertices with and without the learnt blendshapes."""
         return deform(self.flame, self.blendshapes, shape, expr, pose, translation)
 
+    def binding_offsets(self, shape: Tensor, expr: Tensor, pose: Tensor) -> Tensor | None:
+        """Soft-binding offsets δ of every Gaussian for a frame [N, 9] (None with hard binding).
+
+        Args:
+            shape: [S]; expr: [E]; pose: [J·3] axis-angle (root and neck are ignored).
+        """
+        sb = self.soft_binding
+        if sb is None:
+            return None
+        with torch.no_grad():
+            canon, _ = self.flame(shape[None], expr[None], canonical_pose(pose[None], self.head.joint_names))
+        return sb.offsets(canon[0], self.faces, self.gaussians.face_idx, self.gaussians.bary)
+
+    def place(self, verts: Tensor, delta: Tensor | None = None) -> WorldGaussians:
+        """The Gaussians on posed vertices [V, 3], with soft-binding offsets ``delta`` [N, 9]
+        (None = hard binding)."""
+        return place_soft(self.gaussians, verts, self.faces, delta)
+
     def render(self, shape: Tensor, expr: Tensor, pose: Tensor, translation: Tensor | None,
                camera: Camera, background: Tensor, backend: str = "auto"):
         """Renders one frame. shape [S], expr [E], pose [J·3], translation [3] | None."""
         verts, _ = self.posed_vertices(shape[None], expr[None], pose[None],
                                        None if translation is None else translation[None])
-        g = self.gaussians.place(verts[0], self.faces)
+        g = self.place(verts[0], self.binding_offsets(shape, expr, pose))
         return rasterize(g.means, g.covars, g.opacities, g.colors, camera, background, backend=backend)
 
 
 def build_avatar(head: HeadModel, seq: Sequence, device: torch.device, *, uv_resolution: int, shell: float,
-                 learn_blendshapes: bool, refine_tracking: bool) -> Avatar:
+                 learn_blendshapes: bool, refine_tracking: bool, binding: str = "hard",
+                 soft_resolution: int = 64, soft_width: int = 16,
+                 background: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Avatar:
     """Initial avatar: UV-sampled Gaussians on the subject's canonical mesh (FATE §3.1, §4.1).
 
     Args:
@@ -65,6 +94,10 @@ def build_avatar(head: HeadModel, seq: Sequence, device: torch.device, *, uv_res
         shell: largest normal offset of a Gaussian from its face, meters.
         learn_blendshapes: optimise ΔE, ΔP, Δ (Eq. 5).
         refine_tracking: optimise per-frame tracking corrections (supp. §7.1).
+        binding: "hard" (FATE) or "soft" (STAvatar's UV-adaptive soft binding).
+        soft_resolution: UV resolution of the soft-binding network's maps.
+        soft_width: the soft-binding network's width.
+        background: colour behind the subject in the soft binding's unwrapped reference image.
     """
     flame = FlameLayer(head).to(device)
     faces = torch.as_tensor(head.faces_all, dtype=torch.long, device=device)
@@ -81,7 +114,42 @@ def build_avatar(head: HeadModel, seq: Sequence, device: torch.device, *, uv_res
                                      enabled=learn_blendshapes).to(device)
     tracking = TrackingRefinement(len(seq), seq.expr.shape[1], seq.pose.shape[1],
                                   enabled=refine_tracking).to(device)
-    return Avatar(head, flame, faces, gaussians, blendshapes, tracking)
+    soft = None
+    if binding == "soft":
+        soft = build_soft_binding(head, flame, seq, seq.indices("train"), device, soft_resolution, soft_width,
+                                  background)
+    return Avatar(head, flame, faces, gaussians, blendshapes, tracking, soft)
+
+
+@torch.no_grad()
+def mean_binding_offsets(av: Avatar, seq: Sequence, frames: list[int]) -> Tensor:
+    """The soft-binding offsets δ of every Gaussian averaged over ``frames``. [N, 9]
+
+    Raises:
+        ValueError: the avatar has hard binding, or ``frames`` is empty.
+    """
+    if av.soft_binding is None or not frames:
+        raise ValueError("mean_binding_offsets needs a soft-bound avatar and at least one frame")
+    dev = av.faces.device
+    total = torch.zeros(len(av.gaussians), 9, device=dev)
+    for i in frames:
+        shape, expr, pose, _, _ = frame_inputs(av, seq, i, dev)
+        total += av.binding_offsets(shape, expr, pose)
+    return total / len(frames)
+
+
+@torch.no_grad()
+def static_bake(av: Avatar, seq: Sequence, frames: list[int]) -> Avatar:
+    """The hard-bound avatar with the soft-binding offsets averaged over ``frames`` folded into
+    its Gaussians (``engine.model.soft_binding.fold_static_offsets``, on the subject's rest mesh);
+    what the avatar folder ships for baking and Blender. ``av`` itself is not modified."""
+    delta = mean_binding_offsets(av, seq, frames)
+    dev = av.faces.device
+    n_expr = av.blendshapes.delta_exprdirs.shape[-1]
+    rest, _ = av.posed_vertices(seq.shape[None].to(dev), torch.zeros(1, n_expr, device=dev),
+                                torch.zeros(1, seq.pose.shape[1], device=dev), None)
+    folded = fold_static_offsets(av.gaussians, delta, rest[0], av.faces)
+    return Avatar(av.head, av.flame, av.faces, folded, av.blendshapes, av.tracking, None)
 
 
 def match_coefficients(seq: Sequence, head: HeadModel) -> Sequence:

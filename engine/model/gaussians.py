@@ -183,7 +183,7 @@ class UVGaussians(nn.Module):
 
 def place_gaussians(verts: Tensor, faces: Tensor, face_idx: Tensor, bary: Tensor, colors: Tensor,
                     opacities: Tensor, scale_mult: Tensor, local_rot: Tensor,
-                    offsets: Tensor) -> WorldGaussians:
+                    offsets: Tensor, position_delta: Tensor | None = None) -> WorldGaussians:
     """Activated face-frame attributes → world Gaussians (FATE Eq. 2–4). Shared by training,
     map re-splatting and the parity tests with the Blender runtime.
 
@@ -195,12 +195,16 @@ def place_gaussians(verts: Tensor, faces: Tensor, face_idx: Tensor, bary: Tensor
         scale_mult: multiples of the face scale k_f. [N, 3]
         local_rot: rotations in the face frame. [N, 3, 3]
         offsets: meters along the unit face normal. [N]
+        position_delta: optional extra offset in the face frame (columns e1, e2, n), multiples
+            of the face scale k_f: μ += k_f R_f δ (soft binding, ``engine.model.soft_binding``). [N, 3]
     Returns:
         WorldGaussians.
     """
     R_f, k_f, n_f = face_frames(verts, faces)
     R_f, k_f, n_f = R_f[face_idx], k_f[face_idx], n_f[face_idx]
     means = barycentric_points(verts, faces, face_idx, bary) + offsets[:, None] * n_f
+    if position_delta is not None:
+        means = means + k_f[:, None] * (R_f @ position_delta[..., None])[..., 0]
     rot = R_f @ local_rot
     scales = scale_mult * k_f[:, None]
     covars = (rot * scales[:, None, :].square()) @ rot.transpose(-1, -2)

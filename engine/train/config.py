@@ -73,6 +73,17 @@ class TrainConfig:
     """optimise per-frame expression, pose and camera corrections (supp. §7.1)"""
     lr_tracking: float = 5e-4
     """learning rate of the tracking corrections (supp. §7.1)"""
+    binding: Literal["hard", "soft"] = "hard"
+    """"hard": Gaussians move only with their faces (FATE Eq. 2–4); "soft": plus per-frame offsets
+    of position, rotation and scale from a UV-space CNN (STAvatar's UV-adaptive soft binding)"""
+    soft_uv_resolution: int = 64
+    """soft binding: resolution of the network's UV maps"""
+    soft_width: int = 16
+    """soft binding: channels of the network's first layer"""
+    lr_soft_binding: float = 1e-4
+    """soft binding: learning rate of the network"""
+    lambda_soft_offset: float = 0.1
+    """soft binding: weight of the mean squared offset δ (keeps δ small so the static bake holds)"""
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     """densification schedule"""
     checkpoint_every: int = 1000
@@ -91,4 +102,10 @@ class TrainConfig:
             raise ConfigError(f"uv_resolution must be >= 8, found {self.uv_resolution}")
         if self.device not in ("auto", "cuda", "cpu"):
             raise ConfigError(f"device must be auto, cuda or cpu, found {self.device!r}")
+        if self.binding not in ("hard", "soft"):
+            raise ConfigError(f"binding must be 'hard' or 'soft', found {self.binding!r}")
+        if self.soft_uv_resolution < 8 or self.soft_uv_resolution % 2:
+            raise ConfigError(f"soft_uv_resolution must be an even number >= 8, found {self.soft_uv_resolution}")
+        if self.soft_width < 1:
+            raise ConfigError(f"soft_width must be >= 1, found {self.soft_width}")
         self.background = tuple(float(c) for c in self.background)  # type: ignore[assignment]

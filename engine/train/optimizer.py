@@ -12,7 +12,8 @@ def make_optimizer(av: Avatar, cfg: TrainConfig) -> torch.optim.Adam:
     """Adam with FATE's per-attribute learning rates (supp. §7.2; Δ at FATE's code's 1e-4).
 
     Groups: sh0, opacity_logit, scale_log, rotation, offset_raw; blendshapes (ΔE, ΔP) and
-    delta_vertices (Δ) when learnt; tracking when refined.
+    delta_vertices (Δ) when learnt; soft_binding (the STAvatar network) with soft binding; tracking
+    when refined.
     """
     g = av.gaussians
     groups = [
@@ -27,6 +28,9 @@ def make_optimizer(av: Avatar, cfg: TrainConfig) -> torch.optim.Adam:
         groups.append({"params": [bs.delta_exprdirs, bs.delta_posedirs], "lr": cfg.lr_blendshapes,
                        "name": "blendshapes"})
         groups.append({"params": [bs.delta_vertices], "lr": cfg.lr_delta_vertices, "name": "delta_vertices"})
+    if av.soft_binding is not None:
+        groups.append({"params": list(av.soft_binding.net.parameters()), "lr": cfg.lr_soft_binding,
+                       "name": "soft_binding"})
     if cfg.refine_tracking:
         groups.append({"params": list(av.tracking.parameters()), "lr": cfg.lr_tracking, "name": "tracking"})
     return torch.optim.Adam(groups, eps=1e-15, foreach=True)

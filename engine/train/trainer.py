@@ -63,12 +63,15 @@ class Trainer:
             raise ConfigError(f"{cfg.dataset}: the dataset has no training frames")
         self.background = torch.tensor(cfg.background, dtype=torch.float32, device=self.device)
         avatar = build_avatar(head, self.seq, self.device, uv_resolution=cfg.uv_resolution, shell=cfg.shell,
-                              learn_blendshapes=cfg.learn_blendshapes, refine_tracking=cfg.refine_tracking)
+                              learn_blendshapes=cfg.learn_blendshapes, refine_tracking=cfg.refine_tracking,
+                              binding=cfg.binding, soft_resolution=cfg.soft_uv_resolution, soft_width=cfg.soft_width,
+                              background=cfg.background)
         self.strategy = make_strategy(cfg.densify)
         self.state = TrainState(step=0, avatar=avatar, optimizer=make_optimizer(avatar, cfg),
                                 densify_state=self.strategy.initialize_state(len(avatar.gaussians), self.device),
                                 generator=torch.Generator().manual_seed(cfg.seed))
         self.strategy.check_sanity(avatar.gaussians, self.state.optimizer, self.state.densify_state)
+        self.strategy.bind_sequence(self.state.densify_state, self.seq, self.train_idx, head, seed=cfg.seed)
         self.laplacian = losses.uniform_laplacian(torch.as_tensor(head.faces, dtype=torch.long),
                                                   head.num_vertices).to(self.device)
         self.perceptual, self.perceptual_name = losses.make_perceptual_loss(
@@ -140,11 +143,12 @@ class Trainer:
         cfg, av = self.cfg, self.avatar
         shape, expr, pose, trans, cam = frame_inputs(av, self.seq, i, self.device)
         verts, verts_ref = av.posed_vertices(shape[None], expr[None], pose[None], trans[None])
-        g = av.gaussians.place(verts[0], av.faces)
+        delta = av.binding_offsets(shape, expr, pose)
+        g = av.place(verts[0], delta)
         out = rasterize(g.means, g.covars, g.opacities, g.colors, cam, self.background, backend=self.backend)
-        info = {"means": g.means, "means2d": out.means2d, "radii": out.radii}
-        self.strategy.step_pre_backward(self.state.densify_state, info)
         gt = self.frames.get(i)
+        info = {"means": g.means, "means2d": out.means2d, "radii": out.radii, "frame": i, "image": out.image, "gt": gt}
+        self.strategy.step_pre_backward(self.state.densify_state, info)
         l1 = (out.image - gt).abs().mean()
         loss = l1
         if self.perceptual_name == "vgg":
@@ -157,6 +161,8 @@ class Trainer:
             loss = loss + cfg.lambda_flame * losses.flame_loss(verts, verts_ref)
         if cfg.lambda_scale > 0:
             loss = loss + cfg.lambda_scale * losses.scale_ratio_loss(g.scales, cfg.scale_ratio)
+        if delta is not None and cfg.lambda_soft_offset > 0:
+            loss = loss + cfg.lambda_soft_offset * delta.square().mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.strategy.step_post_backward(self.state.densify_state, info)

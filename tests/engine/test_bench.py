@@ -20,3 +20,26 @@ def test_train_and_bake_suites_report_their_rows(tmp_path):
     assert [r["steps"] for r in res["bake"]] == [3, 3, 503]  # init=noise adds its 500 warm-up steps
     assert res["train"][0]["steps"] == 20
     assert "### bake" in format_tables(res) and "| init=noise (FATE) |" in format_tables(res)
+
+
+def test_binding_crops_centre_on_the_mouth_and_span_both_eyes():
+    from engine.bench.binding_ablation import crop_boxes
+
+    boxes = crop_boxes({"mouth": (64.0, 90.0), "left_eye": (50.0, 50.0), "right_eye": (78.0, 52.0)}, 128, 128)
+    assert boxes["mouth"] == (74, 106, 48, 80)  # 0.25 · 128 = 32 px square around (64, 90)
+    assert boxes["eyes"] == (34, 68, 34, 94)  # both centres, 16 px margin on every side
+    assert crop_boxes({"mouth": (2.0, 125.0)}, 128, 128) == {"mouth": (109, 128, 0, 18)}  # clipped
+
+
+def test_binding_suite_reports_every_variant(tmp_path):
+    res = run_bench(BenchConfig(suite="binding", steps=4, frames=6, resolution=32, device="cpu",
+                                workdir=str(tmp_path)))
+    rows = {r["variant"]: r for r in res["binding"]}
+    assert list(rows) == ["hard + sampling (FATE defaults)", "hard + temporal", "soft + sampling",
+                          "soft + temporal (STAvatar)"]
+    for name, r in rows.items():
+        assert r["psnr"] > 10 and r["mouth_psnr"] > 5 and r["eye_psnr"] > 5 and r["s_per_step"] > 0
+        assert isinstance(r["psnr_static"], float) == name.startswith("soft")
+    cost = res["binding_step_cost"]
+    assert [r["variant"] for r in cost] == list(rows) and cost[0]["ratio"] == 1.0
+    assert "### binding" in format_tables(res)

@@ -10,7 +10,8 @@ saved in checkpoints as it is) and calls three hooks per step::
 
 ``info`` holds the step's world-space Gaussian means ``means`` [N, 3] (meters), their projected
 centres ``means2d`` [N, 2] (pixels; may be None) and screen radii ``radii`` [N] (pixels, 0 = not
-drawn). A strategy accumulates the norm of ∂L/∂μ (``gradient_source = "world"``) or of ∂L/∂μ₂ᴅ
+drawn); the training loop adds the frame index ``frame``, the rendered ``image`` and the ground
+truth ``gt`` ([H, W, 3] in [0, 1]) for strategies that look at the images (temporal). A strategy accumulates the norm of ∂L/∂μ (``gradient_source = "world"``) or of ∂L/∂μ₂ᴅ
 (``"screen"``). Every strategy prunes transparent Gaussians and resets
 opacities on the same schedule (supp. §7.2); a subclass decides which Gaussians get a child
 (:meth:`Strategy.select_parents`).
@@ -39,6 +40,9 @@ class Strategy:
         config: the hyper-parameters (``config.strategy`` names the subclass).
     """
 
+    per_gaussian_keys: tuple[str, ...] = STATE_KEYS
+    """State keys with one row per Gaussian (pruning keeps their rows in step)."""
+
     def __init__(self, config: DensifyConfig):
         self.config = config
 
@@ -52,6 +56,12 @@ class Strategy:
         """Fresh statistics for ``num_gaussians`` Gaussians: ``grad_accum`` (Σ‖∂L/∂μ‖ over the
         steps a Gaussian was drawn) and ``grad_count`` (how many such steps), both [N]."""
         return {k: torch.zeros(num_gaussians, device=device) for k in STATE_KEYS}
+
+    def bind_sequence(self, state: dict[str, Tensor], seq: Any, frames: list[int], head: Any,
+                      seed: int = 0) -> None:
+        """Called once by the training loop with the tracked sequence (``Sequence``), its training
+        frame indices, the ``HeadModel`` and the job's seed; a strategy that needs per-frame data (temporal
+        clustering) stores it in ``state`` as tensors. The base strategy needs none."""
 
     def check_sanity(self, model: UVGaussians, optimizer: torch.optim.Optimizer, state: dict[str, Tensor]) -> None:
         """Raises ConfigError early if the optimiser lacks a Gaussian parameter or the state does
@@ -153,6 +163,6 @@ class Strategy:
         src = prune(model, optimizer, keep)
         if src is None:
             return 0
-        for key in STATE_KEYS:
+        for key in self.per_gaussian_keys:
             state[key] = state[key][src]
         return int((~keep).sum())

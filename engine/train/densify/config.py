@@ -10,8 +10,9 @@ from typing import Literal
 class DensifyConfig:
     """Hyper-parameters of densification (defaults: FATE supp. §7.2)."""
 
-    strategy: Literal["sampling", "threshold", "none"] = "sampling"
-    """"sampling" (FATE §3.2), "threshold" (3DGS) or "none"."""
+    strategy: Literal["sampling", "threshold", "temporal", "none"] = "sampling"
+    """"sampling" (FATE §3.2), "threshold" (3DGS), "temporal" (STAvatar: per-cluster statistics and
+    a fused perceptual error, sampled like FATE) or "none"."""
     start: int = 500
     """first step at which densification may run"""
     stop: int = 10**9
@@ -19,7 +20,7 @@ class DensifyConfig:
     every: int = 3000
     """densify every N steps"""
     count: int = 1000
-    """sampling: Gaussians added per densification"""
+    """sampling, temporal: Gaussians added per densification"""
     grad_threshold: float = 2e-3
     """threshold: mean ‖∂L/∂μ‖ (μ in meters) above which a Gaussian is cloned/split; on the 128²
     demo sequence about the 90th percentile early in training"""
@@ -42,13 +43,28 @@ class DensifyConfig:
     the 3D centres (meters), this project's round-1 rule. The threshold strategy always uses the
     world-space mean (its ``grad_threshold`` is in those units)."""
     child_scale: float = 0.75
-    """sampling: scale multiplier of each new child (FATE's code: 0.75; 1 = the parent's scale)"""
+    """sampling, temporal: scale multiplier of each new child (FATE's code: 0.75; 1 = the parent's scale)"""
+
+    clusters: int = 4
+    """temporal: K, clusters of training frames by expression and jaw pose (k-means)"""
+    error_weight: float = 1.0
+    """temporal: weight of the fused perceptual error against the screen gradient in the
+    importance (each normalised by its mean; 0 = gradient only)"""
+    error_dssim: float = 0.2
+    """temporal: λ of the fused error map (1 − λ)·L1 + λ·D-SSIM"""
 
     def __post_init__(self):
         from engine.errors import ConfigError
 
-        if self.strategy not in ("sampling", "threshold", "none"):
-            raise ConfigError(f"densify.strategy must be 'sampling', 'threshold' or 'none', found {self.strategy!r}")
+        if self.strategy not in ("sampling", "threshold", "temporal", "none"):
+            raise ConfigError(f"densify.strategy must be 'sampling', 'threshold', 'temporal' or 'none', "
+                              f"found {self.strategy!r}")
+        if self.clusters < 1:
+            raise ConfigError(f"densify.clusters must be >= 1, found {self.clusters}")
+        if self.error_weight < 0:
+            raise ConfigError(f"densify.error_weight must be >= 0, found {self.error_weight}")
+        if not 0 <= self.error_dssim <= 1:
+            raise ConfigError(f"densify.error_dssim must be in [0, 1], found {self.error_dssim}")
         if self.gradient not in ("screen", "world"):
             raise ConfigError(f"densify.gradient must be 'screen' or 'world', found {self.gradient!r}")
         if not 0 < self.child_scale <= 4:
