@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engine.errors import ConfigError
+from engine.jobs.config import check_ranges
 
 
 @dataclass
@@ -64,6 +65,10 @@ class BakeConfig:
     """random seed"""
     resume: bool = False
     """continue from <avatar>/maps_checkpoint if present"""
+    keep_backups: int = 5
+    """re-baking keeps the previous maps in <avatar>/maps/backups/<time>/; at most this many sets"""
+    force: bool = False
+    """bake an avatar whose head model does not match its avatar.json (experts only)"""
 
     @property
     def warmup(self) -> int:
@@ -77,3 +82,12 @@ class BakeConfig:
             raise ConfigError(f"bake resolution must be >= 16 and divisible by 2^depth = {2 ** self.depth}, "
                               f"found {self.resolution}")
         self.background = tuple(float(c) for c in self.background)  # type: ignore[assignment]
+        check_ranges(self, positive=("lr", "lr_final"), at_least_one=("base_channels", "depth"),
+                     non_negative=("steps", "base_blur", "lambda_rotation", "lambda_attr", "lambda_dssim", "lambda_perceptual",
+                                   "threads", "checkpoint_every", "preview_every", "keep_backups"),
+                     unit_interval=("background",))
+        if self.warmup_steps < -1:
+            raise ConfigError(f"warmup_steps must be >= -1 (-1 = automatic), found {self.warmup_steps}")
+        if self.warmup + self.steps < 1:
+            raise ConfigError(f"steps + warmup_steps must be >= 1 (a bake of no steps would overwrite the maps with "
+                              f"untrained ones), found steps={self.steps}, warmup_steps={self.warmup_steps}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from engine.jobs.config import check_ranges
+
 
 @dataclass
 class RenderConfig:
@@ -24,6 +26,11 @@ class RenderConfig:
     """auto, cuda or cpu"""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """background colour"""
+    force: bool = False
+    """use a head model or maps that do not match the avatar's records (experts only)"""
+
+    def __post_init__(self):
+        check_ranges(self, unit_interval=("background",))
 
 
 @dataclass
@@ -48,3 +55,8 @@ class EvalConfig:
     """background colour (also used to composite the ground truth)"""
     out: str = ""
     """metrics file (default: <avatar>/metrics_<split>.json)"""
+    force: bool = False
+    """use a head model or maps that do not match the avatar's records (experts only)"""
+
+    def __post_init__(self):
+        check_ranges(self, unit_interval=("background",))

@@ -40,3 +40,7 @@ class DensifyConfig:
         if self.strategy not in ("sampling", "threshold", "none"):
             from engine.errors import ConfigError
             raise ConfigError(f"densify.strategy must be 'sampling', 'threshold' or 'none', found {self.strategy!r}")
+        from engine.jobs.config import check_ranges
+        check_ranges(self, non_negative=("start", "stop", "every", "count", "grad_threshold", "prune_every",
+                                         "prune_opacity", "reset_every", "reset_opacity", "max_gaussians"),
+                     positive=("split_scale",))
