@@ -292,6 +292,7 @@ def backup_maps(maps_dir: Path, stamp: str | None = None) -> Path:
         OutputError: the copy failed (nothing was overwritten yet).
     """
     from engine.errors import OutputError
+    from engine.io.atomic import uninterruptible
 
     maps_dir = Path(maps_dir)
     stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
@@ -307,10 +308,13 @@ def backup_maps(maps_dir: Path, stamp: str | None = None) -> Path:
             if f.is_file() and not f.name.startswith(".") and ".bak." not in f.name:
                 shutil.copy2(f, tmp / f.name)
         tmp.rename(dest)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"cannot back up the previous maps of {maps_dir} to {dest} ({exc.strerror or exc}); "
-                          "nothing was overwritten") from exc
+    except BaseException as exc:  # a failed or cancelled copy leaves no partial backup
+        with uninterruptible():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot back up the previous maps of {maps_dir} to {dest} "
+                              f"({exc.strerror or exc}); nothing was overwritten") from exc
+        raise
     log.info("previous maps of %s backed up to %s", maps_dir, dest)
     return dest
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,21 +40,37 @@ _FILE_MODE = 0o666 & ~_UMASK
 """Mode of published files: what ``open()`` would give (``mkstemp`` makes them 0600)."""
 
 _critical = threading.local()
+_exit_hooks: list[Callable[[], None]] = []
 
 
 class uninterruptible:
     """Marks code that a cancel must not interrupt asynchronously: renames and clean-up of
     published files, and loops that check the cancel flag themselves at each step.
 
-    Nestable; per thread. ``with uninterruptible(): os.replace(tmp, path)``.
+    Nestable; per thread. ``with uninterruptible(): os.replace(tmp, path)``. When the outermost
+    block ends normally (no exception on its way), the hooks of :func:`on_uninterruptible_exit`
+    run: a cancel that arrived inside takes effect right after it.
     """
 
     def __enter__(self) -> "uninterruptible":
         _critical.depth = getattr(_critical, "depth", 0) + 1
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         _critical.depth -= 1
+        if exc_type is None and _critical.depth == 0 and _exit_hooks and sys.exc_info()[0] is None:
+            for hook in list(_exit_hooks):
+                hook()
+
+
+def on_uninterruptible_exit(hook: Callable[[], None], add: bool = True) -> None:
+    """Registers (or, with ``add=False``, removes) a function called when an outermost
+    :class:`uninterruptible` block ends normally (``engine.jobs.cancel`` raises a pending cancel
+    there)."""
+    if add:
+        _exit_hooks.append(hook)
+    elif hook in _exit_hooks:
+        _exit_hooks.remove(hook)
 
 
 def in_uninterruptible() -> bool:
@@ -78,13 +95,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             read-only folder, permissions), naming the file; ``path`` is left as it was.
     """
     path = Path(path)
+    tmp: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with uninterruptible():
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+                os.close(fd)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
         yield Path(tmp)
         _fsync(tmp)
         with uninterruptible():
@@ -94,7 +113,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
         with uninterruptible():
-            if os.path.exists(tmp):
+            if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
 
 

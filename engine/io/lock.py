@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import FolderLockedError, OutputError
+from engine.io.atomic import uninterruptible
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +132,22 @@ class FolderLock:
         self.release()
 
     def acquire(self) -> "FolderLock":
-        """Takes the lock.
+        """Takes the lock (a cancel cannot cut this short and leave the file behind).
 
         Raises:
             FolderLockedError: a live job holds it (its pid, host, job and start time in the
                 message), or a stale lock of another host is in the way.
             OutputError: the folder or the lock file cannot be created.
         """
+        try:
+            with uninterruptible():
+                self._acquire()
+        except BaseException:  # e.g. a cancel that arrived meanwhile takes effect here: leave nothing
+            self.release()
+            raise
+        return self
+
+    def _acquire(self) -> None:
         key = _key(self.folder)
         if key in _HELD:
             raise FolderLockedError(f"{self.folder} is already in use by this process "
@@ -173,7 +183,6 @@ class FolderLock:
             raise
         self._fd = fd
         _HELD[key] = self
-        return self
 
     def _take_over(self, fd: int) -> None:
         """Checks what a previous owner left in the file, then writes this process's info."""
@@ -196,6 +205,10 @@ class FolderLock:
 
     def release(self) -> None:
         """Deletes the lock file and drops the OS lock (idempotent)."""
+        with uninterruptible():
+            self._release()
+
+    def _release(self) -> None:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import OutputError
+from engine.io.atomic import uninterruptible
 from engine.io.lock import FolderLock
 from engine.io.publish import recover
 
@@ -42,14 +43,15 @@ def check_writable(folder: str | os.PathLike, job: str = "the job") -> Path:
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"output folder {folder} is a file, not a folder ({job})")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".fate-probe-", dir=folder)
-        try:
-            os.write(fd, b"fate")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.unlink(probe)
+        with uninterruptible():  # a cancel never leaves the probe file behind
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".fate-probe-", dir=folder)
+            try:
+                os.write(fd, b"fate")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.unlink(probe)
     except OSError as exc:
         raise OutputError(f"output folder {folder} is not writable ({exc.strerror or exc}); {job} needs "
                           "to write there: choose another folder or fix its permissions") from exc

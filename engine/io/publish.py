@@ -103,11 +103,12 @@ class Publication:
 
     # ------------------------------------------------------------------ steps
     def open(self) -> None:
-        try:
-            self.dir.mkdir(parents=True)
-        except OSError as exc:
-            raise OutputError(f"cannot write into {self.root}: {exc.strerror or exc}") from exc
-        _ACTIVE.add(str(self.dir))
+        with uninterruptible():
+            try:
+                self.dir.mkdir(parents=True)
+            except OSError as exc:
+                raise OutputError(f"cannot write into {self.root}: {exc.strerror or exc}") from exc
+            _ACTIVE.add(str(self.dir))
 
     def discard(self) -> None:
         """Removes the staging folder (nothing was published)."""
@@ -151,8 +152,8 @@ def publish(root: str | os.PathLike) -> Iterator[Publication]:
     root = Path(root)
     recover(root)
     pub = Publication(root)
-    pub.open()
     try:
+        pub.open()
         yield pub
     except (OSError, OutputError) as exc:
         pub.discard()
@@ -218,6 +219,11 @@ def recover(root: str | os.PathLike) -> None:
     root = Path(root)
     if not root.is_dir():
         return
+    with uninterruptible():
+        _recover(root)
+
+
+def _recover(root: Path) -> None:
     if roll_forward(root):
         log.info("%s: completed a save that was interrupted", root)
     for d in root.glob(STAGING_PREFIX + "*"):

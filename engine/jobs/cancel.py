@@ -10,7 +10,8 @@ A request always sets the token's flag. What else happens depends on where the j
 - inside an :class:`engine.io.atomic.uninterruptible` block (:meth:`CancelToken.deferred` is
   one) only the flag is set: training and baking loops see it at the next step boundary, write
   their checkpoint and raise :class:`~engine.errors.CancelledError`; a rename that publishes
-  files is never cut in half.
+  files is never cut in half. When such a block ends normally with the request still pending,
+  the interruption happens right there.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from engine.errors import CancelInterrupt, CancelledError
-from engine.io.atomic import in_uninterruptible, uninterruptible
+from engine.io.atomic import (
+    in_uninterruptible,
+    on_uninterruptible_exit,
+    uninterruptible,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +99,7 @@ class CancelToken:
     def raise_if_requested(self) -> None:
         """Raises :class:`CancelledError` when a cancel was requested; call once per step."""
         if self._event.is_set():
+            self._interrupted = True  # the job stops through this error: no CancelInterrupt on top
             raise CancelledError(f"job cancelled ({self.reason})")
 
     def wait(self, timeout: float) -> bool:
@@ -131,6 +137,7 @@ class CancelToken:
     def install(self) -> "CancelToken":
         """Installs the signal handlers and starts the stdin reader (see the class doc)."""
         self._active = True
+        on_uninterruptible_exit(self._maybe_interrupt)
         if self._handle_signals and threading.current_thread() is threading.main_thread():
             for sig, handler in ((signal.SIGTERM, self._on_sigterm), (signal.SIGINT, self._on_sigint)):
                 try:
@@ -156,6 +163,7 @@ class CancelToken:
     def uninstall(self) -> None:
         """Restores the previous signal handlers; the stdin reader stops acting on lines."""
         self._active = False
+        on_uninterruptible_exit(self._maybe_interrupt, add=False)
         with self._signals_lock:
             self._signals_installed = False
             for sig, prev in self._prev_handlers.items():

@@ -219,8 +219,7 @@ def run_job(
             return EXIT_CANCELLED
         except CancelInterrupt as exc:
             if say:
-                logger.info("%s cancelled (%s) while %s; nothing was saved", job_name, exc,
-                            "loading or rendering", extra=quiet)
+                logger.info("%s cancelled (%s); checkpoint: %s", job_name, exc, token.checkpoint, extra=quiet)
             sink.cancelled(token.checkpoint)
             return EXIT_CANCELLED
         except KeyboardInterrupt:
