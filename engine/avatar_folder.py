@@ -42,11 +42,12 @@ import numpy as np
 import torch
 
 from engine.errors import AvatarError, DatasetError, DivergedError, HeadModelError
-from engine.io.atomic import write_json, write_npz, write_safetensors
+from engine.io.atomic import file_sha256, write_json, write_npz, write_safetensors
 from engine.io.publish import COMMIT_DIR, publish, settle
 from engine.io.readers import (
     check_finite_arrays,
-    load_json,
+    check_provenance,
+    load_manifest,
     load_npz,
     load_safetensors,
     read_bytes,
@@ -223,23 +224,20 @@ class AvatarFolder:
         meta_path = self.path(self.AVATAR_JSON)
         if not meta_path.exists():
             raise AvatarError(f"{self.root} is not an avatar folder: avatar.json is missing (train one first)")
-        meta = load_json(meta_path, AvatarError, "avatar.json")
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-            raise AvatarError(f"{meta_path}: format is {found!r}, expected {FORMAT!r}")
-        version = meta.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise AvatarError(f"{meta_path}: format_version {version!r} is newer than this engine reads "
-                              f"({FORMAT_VERSION}); update the engine")
-        return meta
+        return load_manifest(meta_path, AvatarError, FORMAT, FORMAT_VERSION, "avatar.json")
 
     def expected_sha256(self, meta: dict, name: str, force: bool = False) -> str | None:
-        """The sha256 ``avatar.json`` records for file ``name`` (None: not recorded, or ``force``)."""
+        """The sha256 ``avatar.json`` records for file ``name``, which its reader must match (None:
+        nothing recorded). With ``force`` a mismatch is only logged (and None returned)."""
         files = meta.get("files")
-        if force or not isinstance(files, dict):
+        digest = str(files.get(name) or "") if isinstance(files, dict) else ""
+        if not digest:
             return None
-        digest = files.get(name)
-        return str(digest) if digest else None
+        if force:
+            check_provenance(digest, file_sha256(self.path(name)), f"{self.path(name)} does not match avatar.json",
+                             "", AvatarError, force=True)
+            return None
+        return digest
 
     def load(self, device: torch.device | str = "cpu", force: bool = False) -> "LoadedAvatar":
         """Reads the avatar written by :meth:`save`.
@@ -266,9 +264,9 @@ class AvatarFolder:
         for name in self.REQUIRED:
             if not self.path(name).exists():
                 raise AvatarError(f"{self.path(name)} is missing")
-        sha = lambda name: self.expected_sha256(meta, name, force)  # noqa: E731
-        if sha(self.HEAD_MODEL) is not None:
-            read_bytes(self.path(self.HEAD_MODEL), AvatarError, sha(self.HEAD_MODEL), "head model")
+        sha = {name: self.expected_sha256(meta, name, force) for name in self.REQUIRED[1:]}
+        if sha[self.HEAD_MODEL] is not None:
+            read_bytes(self.path(self.HEAD_MODEL), AvatarError, sha[self.HEAD_MODEL], "head model")
         try:
             head = load_head_model(self.path(self.HEAD_MODEL))
         except HeadModelError as exc:
@@ -276,11 +274,11 @@ class AvatarFolder:
         self._check_head_model(head, meta, force)
         flame = FlameLayer(head).to(device)
         faces = torch.as_tensor(head.faces_all, dtype=torch.long, device=device)
-        g_state = load_safetensors(self.path(self.GAUSSIANS), AvatarError, str(device), sha(self.GAUSSIANS),
+        g_state = load_safetensors(self.path(self.GAUSSIANS), AvatarError, str(device), sha[self.GAUSSIANS],
                                    "Gaussians")
-        bs_state = load_safetensors(self.path(self.BLENDSHAPES), AvatarError, str(device), sha(self.BLENDSHAPES),
+        bs_state = load_safetensors(self.path(self.BLENDSHAPES), AvatarError, str(device), sha[self.BLENDSHAPES],
                                     "blendshapes")
-        tracking = load_npz(self.path(self.TRACKING), AvatarError, sha(self.TRACKING), "tracking")
+        tracking = load_npz(self.path(self.TRACKING), AvatarError, sha[self.TRACKING], "tracking")
         for where, arrays in ((self.GAUSSIANS, g_state), (self.BLENDSHAPES, bs_state), (self.TRACKING, tracking)):
             check_finite_arrays(arrays, str(self.path(where)), AvatarError)
         try:
@@ -300,17 +298,9 @@ class AvatarFolder:
 
     def _check_head_model(self, head: "HeadModel", meta: dict, force: bool) -> None:
         """Refuses a head model whose content hash differs from the one recorded at training."""
-        recorded = (meta.get("head_model") or {}).get("sha256") if isinstance(meta.get("head_model"), dict) else None
-        if not recorded:
-            return
-        found = head.sha256()
-        if found == recorded:
-            return
-        msg = (f"{self.path(self.HEAD_MODEL)} is not the head model this avatar was trained with "
-               f"(sha256 {found[:12]}…, avatar.json records {recorded[:12]}…)")
-        if not force:
-            raise AvatarError(msg + "; restore it, retrain, or pass force=true to use it anyway")
-        log.warning("%s; using it anyway (force)", msg)
+        recorded = meta["head_model"].get("sha256") if isinstance(meta.get("head_model"), dict) else None
+        check_provenance(recorded, head.sha256(), f"{self.path(self.HEAD_MODEL)} is not the head model this "
+                         "avatar was trained with", "restore it, retrain", AvatarError, force)
 
 
 @dataclass

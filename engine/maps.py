@@ -341,21 +341,14 @@ def load_maps(maps_dir: Path, names=None) -> tuple[dict[str, Tensor], dict]:
     """
     from engine.io.images import ImageIOError, read_image
     from engine.io.publish import settle
-    from engine.io.readers import load_json
+    from engine.io.readers import load_manifest
 
     maps_dir = Path(maps_dir)
     settle(maps_dir.parent)
     mpath = maps_dir / "maps.json"
     if not mpath.exists():
         raise MapsError(f"{mpath} is missing: bake the avatar first (python -m engine bake)")
-    manifest = load_json(mpath, MapsError, "maps manifest")
-    if not isinstance(manifest, dict) or manifest.get("format") != MAPS_FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise MapsError(f"{mpath}: format {found!r}, expected {MAPS_FORMAT!r}")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > MAPS_FORMAT_VERSION:
-        raise MapsError(f"{mpath}: format_version {version!r} is newer than this engine reads "
-                        f"({MAPS_FORMAT_VERSION}); update the engine")
+    manifest = load_manifest(mpath, MapsError, MAPS_FORMAT, MAPS_FORMAT_VERSION, "maps manifest")
     try:
         res = int(manifest["resolution"])
         listed = {str(k): dict(v) for k, v in manifest["maps"].items()}

@@ -22,7 +22,7 @@ from engine.geometry.cameras import Camera
 from engine.io.atomic import file_sha256
 from engine.io.output import claim_output
 from engine.io.publish import publish
-from engine.io.readers import load_json
+from engine.io.readers import check_provenance, load_json
 from engine.jobs.config import require
 from engine.maps import load_maps_into
 
@@ -58,16 +58,10 @@ def check_maps_source(folder: AvatarFolder, force: bool) -> None:
     """
     manifest = load_json(folder.maps_dir / "maps.json", MapsError, "maps manifest")
     recorded = manifest.get("source_avatar_sha256") if isinstance(manifest, dict) else None
-    if not recorded:
-        return
-    found = file_sha256(folder.path(folder.GAUSSIANS))
-    if found == recorded:
-        return
-    msg = (f"{folder.maps_dir / 'maps.json'}: the maps were baked from other Gaussians (sha256 {recorded[:12]}…) "
-           f"than {folder.path(folder.GAUSSIANS)} ({found[:12]}…): the avatar was re-trained or the maps copied in")
-    if not force:
-        raise MapsError(msg + "; re-bake, or pass force=true to use them anyway")
-    log.warning("%s; using them anyway (force)", msg)
+    check_provenance(recorded, file_sha256(folder.path(folder.GAUSSIANS)),
+                     f"{folder.maps_dir / 'maps.json'}: the maps were baked from other Gaussians than "
+                     f"{folder.path(folder.GAUSSIANS)} (the avatar was re-trained, or the maps copied in)", "re-bake",
+                     MapsError, force)
 
 
 def iter_frames(loaded: LoadedAvatar, split: str, driver: str = "", device: torch.device | str = "cpu"

@@ -105,7 +105,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         except OSError as exc:
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
         yield Path(tmp)
-        _fsync(tmp)
+        fsync_path(tmp)
         with uninterruptible():
             os.chmod(tmp, _FILE_MODE)
             os.replace(tmp, path)
@@ -117,8 +117,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 os.unlink(tmp)
 
 
-def _fsync(path: str) -> None:
-    """Flushes a written file to disk before it is renamed (a rename can outlive the data)."""
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flushes a written file (before it is renamed: a rename can outlive the data) or a folder's
+    entries (after renames in it) to disk, where the platform allows it; errors are ignored."""
+    if os.name == "nt" and os.path.isdir(path):  # pragma: no cover - Windows cannot open folders
+        return
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.errors import FolderLockedError, OutputError
-from engine.io.atomic import file_sha256, uninterruptible, write_json
+from engine.io.atomic import file_sha256, fsync_path, uninterruptible, write_json
 from engine.io.lock import (
     FolderLock,
     describe_owner,
@@ -123,7 +123,7 @@ class Publication:
             raise OutputError(f"{self.root}: staged file(s) {missing} were never written")
         write_json(self.dir / JOURNAL, {"format": JOURNAL_FORMAT, "format_version": JOURNAL_FORMAT_VERSION,
                                         "files": self.files, "pid": os.getpid(), "time": round(time.time(), 3)})
-        _fsync_dir(self.dir)
+        fsync_path(self.dir)
         commit = self.root / COMMIT_DIR
         with uninterruptible():
             if commit.exists():  # a previous publication was interrupted: finish it first
@@ -133,7 +133,7 @@ class Publication:
             except OSError as exc:
                 raise OutputError(f"cannot publish into {self.root}: {exc.strerror or exc}") from exc
             _ACTIVE.discard(str(self.dir))
-            _fsync_dir(self.root)
+            fsync_path(self.root)
             roll_forward(self.root)
 
 
@@ -201,7 +201,7 @@ def roll_forward(root: str | os.PathLike) -> bool:
                     dst = root / rel
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(src, dst)
-            _fsync_dir(root)
+            fsync_path(root)
             if files is not None:
                 jpath.unlink(missing_ok=True)
             shutil.rmtree(commit, ignore_errors=True)
@@ -267,19 +267,3 @@ def settle(root: str | os.PathLike, timeout_s: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise OutputError(f"{root} is being saved by {describe_owner(owner)}; try again when it has finished")
         time.sleep(0.05)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Flushes a folder's entries (renames) to disk where the platform allows it."""
-    if os.name == "nt":  # pragma: no cover - Windows cannot open folders
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

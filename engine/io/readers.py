@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from engine.errors import FateError
+
+log = logging.getLogger(__name__)
 
 
 def read_bytes(path: str | os.PathLike, error: type[FateError], expected_sha256: str | None = None,
@@ -99,6 +102,47 @@ def load_json(path: str | os.PathLike, error: type[FateError], what: str = "file
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise error(f"{path}: {what} is not valid JSON ({exc})") from exc
+
+
+def load_manifest(path: str | os.PathLike, error: type[FateError], fmt: str, version: int, what: str) -> dict:
+    """A JSON object with ``"format": fmt`` and a ``format_version`` no newer than ``version``
+    (files without one are version 1).
+
+    Raises:
+        error: unreadable, not an object, another format, or a newer version (naming the file).
+    """
+    data = load_json(path, error, what)
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise error(f"{path}: format is {found!r}, expected {fmt!r}")
+    found_version = data.get("format_version", 1)
+    if not isinstance(found_version, int) or isinstance(found_version, bool):
+        raise error(f"{path}: format_version must be an integer, found {found_version!r}")
+    if found_version > version:
+        raise error(f"{path}: format_version {found_version} is newer than this engine reads ({version}); "
+                    "update the engine")
+    return data
+
+
+def check_provenance(recorded: str | None, found: str, what: str, remedy: str, error: type[FateError],
+                     force: bool) -> None:
+    """Refuses data whose sha256 differs from the one recorded for it; with ``force`` it is used,
+    with a warning. Nothing to check when nothing was recorded.
+
+    Args:
+        recorded: the digest written when the data was made (None / "": unknown).
+        found: the digest of what is there now.
+        what: the sentence naming the file and what it should be, e.g. "x is not the head model …".
+        remedy: what the user can do, e.g. "restore it, retrain".
+    Raises:
+        error: the digests differ and ``force`` is not set.
+    """
+    if not recorded or found == recorded:
+        return
+    msg = f"{what} (sha256 {found[:12]}…, recorded {recorded[:12]}…)"
+    if not force:
+        raise error(f"{msg}; {remedy}, or pass force=true to use it anyway")
+    log.warning("%s; using it anyway (force)", msg)
 
 
 def check_finite_arrays(arrays: dict[str, Any], where: str, error: type[FateError]) -> None:

@@ -23,7 +23,7 @@ from engine.avatar_folder import AvatarFolder
 from engine.errors import AvatarError, DivergedError
 from engine.io.atomic import write_json, write_safetensors
 from engine.io.publish import publish, settle
-from engine.io.readers import check_finite_arrays, load_json, load_safetensors
+from engine.io.readers import check_finite_arrays, load_manifest, load_safetensors
 from engine.model.avatar import Avatar
 from engine.train.densify.ops import reindex
 
@@ -109,13 +109,8 @@ def load_checkpoint(folder: AvatarFolder, state: TrainState, device: torch.devic
     """
     settle(folder.root)
     tpath, jpath = folder.path(folder.CHECKPOINT_TENSORS), folder.path(folder.CHECKPOINT_JSON)
-    meta = load_json(jpath, AvatarError, "checkpoint")
+    meta = load_manifest(jpath, AvatarError, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, "checkpoint")
     try:
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise AvatarError(f"{jpath}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-        if int(meta.get("format_version", 0)) > CHECKPOINT_FORMAT_VERSION:
-            raise AvatarError(f"{jpath}: format_version {meta['format_version']} is newer than this engine reads "
-                              f"({CHECKPOINT_FORMAT_VERSION})")
         n, step, rng = int(meta["num_gaussians"]), int(meta["step"]), meta["rng"]
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise AvatarError(f"{jpath}: not a checkpoint written by this engine ({type(exc).__name__}: {exc})") from exc

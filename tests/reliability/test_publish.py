@@ -100,6 +100,8 @@ def test_an_avatar_save_killed_at_any_step_loads_as_the_old_or_the_new_avatar(
     folder.save(loaded.avatar, load_sequence(tiny_dataset), cfg)
     monkeypatch.undo()
     n_old, n_new = old_meta["num_gaussians"], old_meta["num_gaussians"] - 100
+    print(f"{len(rec.states)} crash states")
+    assert len(rec.states) >= 15  # 7 staged files, the commit rename, 7 moves, the clean-up
     seen = set()
     for state in rec.states:
         recover(state)
