@@ -83,8 +83,8 @@ class BakeConfig:
                               f"found {self.resolution}")
         self.background = tuple(float(c) for c in self.background)  # type: ignore[assignment]
         check_ranges(self, positive=("lr", "lr_final"), at_least_one=("base_channels", "depth"),
-                     non_negative=("steps", "base_blur", "lambda_rotation", "lambda_attr", "lambda_dssim", "lambda_perceptual",
-                                   "threads", "checkpoint_every", "preview_every", "keep_backups"),
+                     non_negative=("steps", "base_blur", "lambda_rotation", "lambda_attr", "lambda_dssim",
+                                   "lambda_perceptual", "threads", "checkpoint_every", "preview_every", "keep_backups"),
                      unit_interval=("background",))
         if self.warmup_steps < -1:
             raise ConfigError(f"warmup_steps must be >= -1 (-1 = automatic), found {self.warmup_steps}")

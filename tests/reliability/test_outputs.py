@@ -57,7 +57,8 @@ def test_full_output_folder_is_refused_before_step_1(tmp_path, tiny_dataset, hea
         assert rc == 1, stderr
         err = events[-1]
         assert err["type"] == "error" and err["error_type"] == "OutputError"
-        assert f"output folder {mnt / 'avatar'} has" in err["message"] and "MiB free; train needs about" in err["message"]
+        assert f"output folder {mnt / 'avatar'} has" in err["message"]
+        assert "MiB free; train needs about" in err["message"]
         assert not any(e["type"] == "progress" for e in events)
         assert leftovers(mnt) == []
         return
