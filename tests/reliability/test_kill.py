@@ -101,7 +101,7 @@ def test_killed_during_the_final_save_leaves_the_old_or_the_new_avatar(engine_jo
     seen = set()
     pristine = tmp_path / "pristine"
     shutil.copytree(out, pristine)
-    for delay in (0.0, 0.02, 0.06, 0.15):
+    for delay in (0.0, 0.05, 0.2, 0.5):
         shutil.rmtree(out)
         shutil.copytree(pristine, out)
         job = engine_job("train", "--config", new_cfg)
