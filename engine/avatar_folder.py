@@ -2,7 +2,12 @@
 
 Layout and keys: docs/FORMATS.md (the Blender side reads the same names from there, in
 ``addon/files``). Tensors go to safetensors; everything Blender reads goes to ``.npz`` (numpy only,
-``allow_pickle=False``) and JSON. Every file is written through :mod:`engine.io.atomic`.
+``allow_pickle=False``) and JSON. Every file is written through :mod:`engine.io.atomic`; the files
+of one save are published together (:mod:`engine.io.publish`: staged, then moved into place with
+``avatar.json`` last). ``avatar.json`` is the manifest: its ``files`` entry holds the sha256 of
+every other file of the save, and :meth:`AvatarFolder.load` reads only files that match it (and
+refuses a head model that is not the one trained with, an avatar format newer than this engine,
+or NaN/Inf values) unless ``force`` is given.
 
 Who writes what:
 
@@ -30,7 +35,7 @@ file                           content                                      writ
 
 from __future__ import annotations
 
-import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,13 +43,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from engine.errors import AvatarError
-from engine.io.atomic import write_json, write_npz, write_safetensors
+from engine.errors import AvatarError, DatasetError, DivergedError, HeadModelError
+from engine.io.atomic import file_sha256, write_json, write_npz, write_safetensors
+from engine.io.publish import COMMIT_DIR, publish, settle
+from engine.io.readers import (
+    check_finite_arrays,
+    check_provenance,
+    load_manifest,
+    load_npz,
+    load_safetensors,
+    read_bytes,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.data.sequence import Sequence
     from engine.model.avatar import Avatar
     from engine.model.head_model import HeadModel
+
+log = logging.getLogger(__name__)
 
 FORMAT = "fate-avatar"
 FORMAT_VERSION = 1
@@ -75,6 +91,8 @@ class AvatarFolder:
     RENDERS = "renders"
     REQUIRED = (AVATAR_JSON, GAUSSIANS, BLENDSHAPES, HEAD_MODEL, TRACKING)
     """Files :meth:`load` needs."""
+    SAVED = (GAUSSIANS, BLENDSHAPES, HEAD_MODEL, TRACKING, BLENDER_HEAD, BLENDER_BINDINGS, AVATAR_JSON)
+    """Files one :meth:`save` publishes together, in the order they are moved into place."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -96,57 +114,79 @@ class AvatarFolder:
         by another dataset)."""
         return self.root / self.RENDERS / (("reenact_" if reenact else "") + split)
 
+    def check_exists(self) -> "AvatarFolder":
+        """Raises unless the folder holds an ``avatar.json`` (before a job claims the folder).
+
+        Raises:
+            AvatarError: naming the folder.
+        """
+        if not self.path(self.AVATAR_JSON).is_file() and not (self.root / COMMIT_DIR).is_dir():
+            what = "does not exist" if not self.root.exists() else "is not an avatar folder (no avatar.json)"
+            raise AvatarError(f"{self.root} {what}: train an avatar first")
+        return self
+
     def metrics_file(self, split: str, from_maps: bool = False) -> Path:
         """Default ``engine eval`` output: ``metrics_<split>[_maps].json``."""
         return self.root / f"metrics_{split}{'_maps' if from_maps else ''}.json"
 
     # ------------------------------------------------------------------ save
     def save(self, avatar: "Avatar", seq: "Sequence", config: Any, metrics: dict | None = None) -> None:
-        """Writes the trained avatar: tensors, head model, tracking, the Blender export and, last,
-        ``avatar.json`` (format, head-model hash, the resolved config, metrics).
+        """Publishes the trained avatar as one change: tensors, head model, tracking, the Blender
+        export and, last, ``avatar.json`` (format, head-model hash, the resolved config, metrics,
+        and the sha256 of every other file). A crash or a full disk leaves the previous avatar
+        (if any) complete: :mod:`engine.io.publish`.
 
         Args:
             avatar: the trained model.
             seq: the sequence it was trained on (its tracking is written).
             config: the job's dataclass config (saved so the run is reproducible).
             metrics: training metrics for ``avatar.json``.
+        Raises:
+            DivergedError: the model holds NaN/Inf values (nothing is written).
+            OutputError: the folder cannot be written (nothing is replaced).
         """
         from engine.jobs.config import to_dict
 
-        self._write_soft_binding(avatar, seq)
+        live = avatar
         if avatar.soft_binding is not None:
             from engine.model.avatar import static_bake
             avatar = static_bake(avatar, seq, seq.indices("train"))
         g = avatar.gaussians
-        write_safetensors(self.path(self.GAUSSIANS), g.raw_state(), {"shell": g.shell})
-        write_safetensors(self.path(self.BLENDSHAPES), dict(avatar.blendshapes.state_dict()))
-        avatar.head.save_npz(self.path(self.HEAD_MODEL))
-        self._write_tracking(avatar, seq)
-        self._export_blender(avatar, seq)
-        write_json(self.path(self.AVATAR_JSON), {
-            "format": FORMAT, "format_version": FORMAT_VERSION,
-            "head_model": {"name": avatar.head.name, "sha256": avatar.head.sha256()},
-            "num_gaussians": len(g), "shell": g.shell,
-            "config": to_dict(config), "dataset": str(getattr(config, "dataset", "")),
-            "metrics": metrics or {},
-        })
+        state = g.raw_state()
+        check_finite_arrays({**state, **dict(avatar.blendshapes.state_dict())},
+                            f"the trained avatar for {self.root}", DivergedError)
+        with publish(self.root) as pub:
+            write_safetensors(pub.path(self.GAUSSIANS), state, {"shell": g.shell})
+            write_safetensors(pub.path(self.BLENDSHAPES), dict(avatar.blendshapes.state_dict()))
+            avatar.head.save_npz(pub.path(self.HEAD_MODEL))
+            self._write_tracking(avatar, seq, pub.path(self.TRACKING))
+            self._export_blender(avatar, seq, pub.path(self.BLENDER_HEAD), pub.path(self.BLENDER_BINDINGS),
+                                 pub.path(self.BLENDER_GAUSSIANS))
+            if live.soft_binding is not None:
+                self._write_soft_binding(live, pub.path(self.SOFT_BINDING))
+            files = pub.hashes()
+            write_json(pub.path(self.AVATAR_JSON), {
+                "format": FORMAT, "format_version": FORMAT_VERSION,
+                "head_model": {"name": avatar.head.name, "sha256": avatar.head.sha256()},
+                "num_gaussians": len(g), "shell": g.shell,
+                "config": to_dict(config), "dataset": str(getattr(config, "dataset", "")),
+                "metrics": metrics or {},
+                "files": files,
+            })
+        if live.soft_binding is None:
+            self.path(self.SOFT_BINDING).unlink(missing_ok=True)  # a stale one from an earlier soft training
 
-    def _write_soft_binding(self, avatar: "Avatar", seq: "Sequence") -> None:
-        """``soft_binding.safetensors`` (soft binding only; removed for a hard-bound avatar): the
-        network and its fixed inputs (``SoftBinding.state`` keys) and the Gaussians before the
-        static bake (``gaussians/<name>``). ``gaussians.safetensors`` holds the static bake (the
-        mean offset over the training frames folded in), which baking and Blender use."""
-        path = self.path(self.SOFT_BINDING)
-        sb = avatar.soft_binding
-        if sb is None:
-            path.unlink(missing_ok=True)
-            return
-        tensors = dict(sb.state())
+    def _write_soft_binding(self, avatar: "Avatar", path: Path) -> None:
+        """``soft_binding.safetensors`` (soft binding only): the network and its fixed inputs
+        (``SoftBinding.state`` keys) and the Gaussians before the static bake (``gaussians/<name>``).
+        ``gaussians.safetensors`` holds the static bake (the mean offset over the training frames
+        folded in), which baking and Blender use."""
+        tensors = dict(avatar.soft_binding.state())
         tensors.update({f"gaussians/{k}": v for k, v in avatar.gaussians.raw_state().items()})
         write_safetensors(path, tensors, {"shell": avatar.gaussians.shell})
 
     @torch.no_grad()
-    def _write_tracking(self, avatar: "Avatar", seq: "Sequence") -> None:
+    def _write_tracking(self, avatar: "Avatar", seq: "Sequence", path: Path) -> None:
         """``tracking.npz``: per-frame FLAME parameters (tracking corrections applied), OpenCV
         world→camera ``viewmat`` [T, 4, 4], intrinsics ``K`` [T, 3, 3] (pixels), frame names and
         split (0 train, 1 test)."""
@@ -160,7 +200,7 @@ class AvatarFolder:
             trans.append(t.cpu().numpy())
             views.append(cam.viewmat.cpu().numpy())
             Ks.append(cam.K.cpu().numpy())
-        write_npz(self.path(self.TRACKING), shape=seq.shape.cpu().numpy().astype(np.float32),
+        write_npz(path, shape=seq.shape.cpu().numpy().astype(np.float32),
                   expr=np.stack(expr).astype(np.float32), pose=np.stack(pose).astype(np.float32),
                   translation=np.stack(trans).astype(np.float32), viewmat=np.stack(views).astype(np.float32),
                   K=np.stack(Ks).astype(np.float32), width=np.int32(seq.width), height=np.int32(seq.height),
@@ -168,7 +208,8 @@ class AvatarFolder:
                   split=np.array([0 if s == "train" else 1 for s in seq.split], dtype=np.int8))
 
     @torch.no_grad()
-    def _export_blender(self, avatar: "Avatar", seq: "Sequence") -> None:
+    def _export_blender(self, avatar: "Avatar", seq: "Sequence", head_path: Path, bindings_path: Path,
+                        gaussians_path: Path) -> None:
         """``blender/head.npz`` + ``blender/bindings.npz`` + ``blender/gaussians.npz``: the head with
         the subject's shape applied and the learnt ΔE, ΔP, Δ folded into its bases, so Blender's
         shape keys + armature reproduce the engine's deformation, where each Gaussian sits, and its
@@ -184,7 +225,7 @@ class AvatarFolder:
         template, _ = avatar.flame(torch.zeros_like(shape), zero_e, zero_p)
         exprdirs = torch.as_tensor(head.exprdirs[:, :, :n_expr], device=dev) + bs.delta_exprdirs
         posedirs = torch.as_tensor(head.posedirs, device=dev) + bs.delta_posedirs
-        write_blender_head(self.path(self.BLENDER_HEAD), head, base[0].cpu().numpy(),
+        write_blender_head(head_path, head, base[0].cpu().numpy(),
                            (base[0] - template[0]).cpu().numpy(), exprdirs.cpu().numpy(),
                            posedirs.cpu().numpy())
         g = avatar.gaussians
@@ -192,41 +233,56 @@ class AvatarFolder:
         bary = g.bary.cpu().numpy().astype(np.float32)
         uvs = head.uvs.astype(np.float32)
         uv = (bary[:, :, None] * uvs[head.faces_uv_all[face_idx]]).sum(axis=1)
-        write_npz(self.path(self.BLENDER_BINDINGS), face_idx=face_idx.astype(np.int32), bary=bary,
+        write_npz(bindings_path, face_idx=face_idx.astype(np.int32), bary=bary,
                   uv=uv.astype(np.float32))
-        write_npz(self.path(self.BLENDER_GAUSSIANS),
+        write_npz(gaussians_path,
                   **{k: v.detach().cpu().numpy().astype(np.float32) for k, v in g.activated().items()})
 
     # ------------------------------------------------------------------ load
     def read_meta(self) -> dict:
-        """``avatar.json``, checked to be an avatar of this format.
+        """``avatar.json``, checked to be an avatar of this format and of a version this engine
+        reads (an interrupted save is completed first: :func:`engine.io.publish.settle`).
 
         Raises:
-            AvatarError: missing, unreadable or of another format (naming the file).
+            AvatarError: missing, unreadable, of another format or of a newer version (naming
+                the file).
         """
+        settle(self.root)
         meta_path = self.path(self.AVATAR_JSON)
         if not meta_path.exists():
             raise AvatarError(f"{self.root} is not an avatar folder: avatar.json is missing (train one first)")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise AvatarError(f"cannot read {meta_path}: {exc}") from exc
-        if meta.get("format") != FORMAT:
-            raise AvatarError(f"{meta_path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
-        return meta
+        return load_manifest(meta_path, AvatarError, FORMAT, FORMAT_VERSION, "avatar.json")
 
-    def load(self, device: torch.device | str = "cpu", soft_binding: bool = False) -> "LoadedAvatar":
+    def expected_sha256(self, meta: dict, name: str, force: bool = False) -> str | None:
+        """The sha256 ``avatar.json`` records for file ``name``, which its reader must match (None:
+        nothing recorded). With ``force`` a mismatch is only logged (and None returned)."""
+        files = meta.get("files")
+        digest = str(files.get(name) or "") if isinstance(files, dict) else ""
+        if not digest:
+            return None
+        if force:
+            check_provenance(digest, file_sha256(self.path(name)), f"{self.path(name)} does not match avatar.json",
+                             "", AvatarError, force=True)
+            return None
+        return digest
+
+    def load(self, device: torch.device | str = "cpu", force: bool = False,
+             soft_binding: bool = False) -> "LoadedAvatar":
         """Reads the avatar written by :meth:`save`.
+
+        Every file must match the sha256 ``avatar.json`` records for it, the head model must be
+        the one the avatar was trained with, and no value may be NaN/Inf.
 
         Args:
             device: where the model's tensors go.
+            force: load files that do not match ``avatar.json`` (a replaced head model, files
+                copied in from elsewhere) with a warning instead of an error — for experts.
             soft_binding: load the live soft binding (network + unfolded Gaussians from
                 ``soft_binding.safetensors``) instead of its static bake.
         Raises:
-            AvatarError: a missing file or a format mismatch, naming the file.
+            AvatarError: a missing, corrupt or truncated file, a format mismatch, a file that
+                does not match avatar.json, a foreign head model or NaN/Inf values, naming the file.
         """
-        from safetensors.torch import load_file
-
         from engine.model.avatar import Avatar
         from engine.model.blendshapes import LearnedBlendshapes
         from engine.model.flame_layer import FlameLayer
@@ -238,19 +294,35 @@ class AvatarFolder:
         for name in self.REQUIRED:
             if not self.path(name).exists():
                 raise AvatarError(f"{self.path(name)} is missing")
-        head = load_head_model(self.path(self.HEAD_MODEL))
+        sha = {name: self.expected_sha256(meta, name, force) for name in self.REQUIRED[1:]}
+        if sha[self.HEAD_MODEL] is not None:
+            read_bytes(self.path(self.HEAD_MODEL), AvatarError, sha[self.HEAD_MODEL], "head model")
+        try:
+            head = load_head_model(self.path(self.HEAD_MODEL))
+        except HeadModelError as exc:
+            raise AvatarError(str(exc)) from exc
+        self._check_head_model(head, meta, force)
         flame = FlameLayer(head).to(device)
         faces = torch.as_tensor(head.faces_all, dtype=torch.long, device=device)
-        g = UVGaussians.from_raw_state(load_file(str(self.path(self.GAUSSIANS)), device=str(device)),
-                                       shell=float(meta.get("shell", 0.01)))
-        bs_state = load_file(str(self.path(self.BLENDSHAPES)), device=str(device))
-        bs = LearnedBlendshapes(head.num_vertices, bs_state["delta_exprdirs"].shape[-1],
-                                bs_state["delta_posedirs"].shape[0]).to(device)
-        bs.load_state_dict(bs_state)
-        with np.load(self.path(self.TRACKING), allow_pickle=False) as z:
-            tracking = {k: z[k] for k in z.files}
-        T = tracking["expr"].shape[0]
-        tr = TrackingRefinement(T, tracking["expr"].shape[1], tracking["pose"].shape[1], enabled=False)
+        g_state = load_safetensors(self.path(self.GAUSSIANS), AvatarError, str(device), sha[self.GAUSSIANS],
+                                   "Gaussians")
+        bs_state = load_safetensors(self.path(self.BLENDSHAPES), AvatarError, str(device), sha[self.BLENDSHAPES],
+                                    "blendshapes")
+        tracking = load_npz(self.path(self.TRACKING), AvatarError, sha[self.TRACKING], "tracking")
+        for where, arrays in ((self.GAUSSIANS, g_state), (self.BLENDSHAPES, bs_state), (self.TRACKING, tracking)):
+            check_finite_arrays(arrays, str(self.path(where)), AvatarError)
+        try:
+            g = UVGaussians.from_raw_state(g_state, shell=float(meta.get("shell", 0.01)))
+            bs = LearnedBlendshapes(head.num_vertices, bs_state["delta_exprdirs"].shape[-1],
+                                    bs_state["delta_posedirs"].shape[0]).to(device)
+            bs.load_state_dict(bs_state)
+            T = tracking["expr"].shape[0]
+            tr = TrackingRefinement(T, tracking["expr"].shape[1], tracking["pose"].shape[1], enabled=False)
+        except (KeyError, RuntimeError, IndexError, ValueError) as exc:
+            raise AvatarError(f"{self.root}: the avatar's files do not fit together ({type(exc).__name__}: "
+                              f"{exc}); retrain it") from exc
+        if g.face_idx.numel() and (int(g.face_idx.min()) < 0 or int(g.face_idx.max()) >= faces.shape[0]):
+            raise AvatarError(f"{self.path(self.GAUSSIANS)}: face_idx outside the head model's {faces.shape[0]} faces")
         av = Avatar(head, flame, faces, g.to(device), bs, tr.to(device))
         if soft_binding:
             av.gaussians, av.soft_binding = self._load_soft_binding(head, device, g.shell)
@@ -258,20 +330,25 @@ class AvatarFolder:
 
     def _load_soft_binding(self, head: "HeadModel", device: torch.device | str, shell: float):
         """(unfolded UVGaussians, SoftBinding) from ``soft_binding.safetensors``."""
-        from safetensors.torch import load_file
-
         from engine.model.gaussians import UVGaussians
         from engine.model.soft_binding import SoftBinding
 
         path = self.path(self.SOFT_BINDING)
         if not path.exists():
             raise AvatarError(f"{path} is missing: this avatar was trained with hard binding (--binding hard)")
-        state = load_file(str(path), device=str(device))
+        state = load_safetensors(path, AvatarError, str(device), self.expected_sha256(self.read_meta(), self.SOFT_BINDING),
+                                "soft binding")
         g = UVGaussians.from_raw_state({k.split("/", 1)[1]: v for k, v in state.items()
                                         if k.startswith("gaussians/")}, shell=shell).to(device)
         sb = SoftBinding.from_state({k: v for k, v in state.items() if not k.startswith("gaussians/")},
                                     head.uvs, head.faces_uv_all, head.joint_names).to(device)
         return g, sb
+
+    def _check_head_model(self, head: "HeadModel", meta: dict, force: bool) -> None:
+        """Refuses a head model whose content hash differs from the one recorded at training."""
+        recorded = meta["head_model"].get("sha256") if isinstance(meta.get("head_model"), dict) else None
+        check_provenance(recorded, head.sha256(), f"{self.path(self.HEAD_MODEL)} is not the head model this "
+                         "avatar was trained with", "restore it, retrain", AvatarError, force)
 
 
 @dataclass
@@ -290,10 +367,47 @@ class LoadedAvatar:
     tracking: dict
     folder: AvatarFolder
 
+    def frame_names(self) -> list[str]:
+        """Names of the tracked frames, in tracking order."""
+        return [str(n) for n in self.tracking.get("frame_names", [])]
 
-def load_avatar(path: str | Path, device: torch.device | str = "cpu", soft_binding: bool = False) -> LoadedAvatar:
-    """``AvatarFolder(path).load(device, soft_binding)``."""
-    return AvatarFolder(path).load(device, soft_binding)
+    def dataset_indices(self, seq: "Sequence") -> list[int]:
+        """For each tracked frame, the index of the frame with the same name in ``seq``
+        (ground truth is matched by frame name, never by position).
+
+        Raises:
+            DatasetError: a tracked frame is not in ``seq`` (naming the first ones and the dataset).
+        """
+        names = self.frame_names()
+        if not names:
+            raise AvatarError(f"{self.folder.path(self.folder.TRACKING)}: no frame_names; retrain the avatar")
+        where = {n: i for i, n in enumerate(seq.frame_names)}
+        missing = [n for n in names if n not in where]
+        if missing:
+            raise DatasetError(f"{seq.root}: {len(missing)} of the avatar's {len(names)} frames are not in this "
+                               f"dataset (first: {missing[:3]}); is it the dataset {self.folder.root} was trained on?")
+        return [where[n] for n in names]
+
+    def check_same_frames(self, seq: "Sequence") -> None:
+        """Raises unless ``seq`` has exactly the avatar's frames in the same order (for jobs that
+        index ground truth by tracking position, e.g. baking).
+
+        Raises:
+            DatasetError: naming the dataset and the first difference.
+        """
+        names = self.frame_names()
+        if names and names != list(seq.frame_names):
+            idx = next((i for i, (a, b) in enumerate(zip(names, seq.frame_names)) if a != b),
+                       min(len(names), len(seq.frame_names)))
+            raise DatasetError(f"{seq.root}: the dataset changed since {self.folder.root} was trained "
+                               f"({len(seq.frame_names)} frames, the avatar has {len(names)}; first difference at "
+                               f"frame {idx}); retrain, or restore the dataset")
+
+
+def load_avatar(path: str | Path, device: torch.device | str = "cpu", force: bool = False,
+                soft_binding: bool = False) -> LoadedAvatar:
+    """``AvatarFolder(path).load(device, force, soft_binding)``."""
+    return AvatarFolder(path).load(device, force, soft_binding)
 
 
 def expression_names(head: "HeadModel", count: int) -> list[str] | None:

@@ -38,3 +38,23 @@ class CancelledError(FateError):
 
 class DemoError(FateError):
     """A stage of the main job failed (the message names the stage and its log file)."""
+
+
+class OutputError(FateError):
+    """An output folder cannot be written: not writable, not enough free space, or a write failed
+    (e.g. the disk filled up); the message names the folder or file."""
+
+
+class FolderLockedError(OutputError):
+    """Another job holds the output folder's lock (``.fate.lock``: its owner's pid, host and job)."""
+
+
+class DivergedError(FateError):
+    """Training or baking produced NaN/Inf values; the job stopped and kept the last good checkpoint."""
+
+
+class CancelInterrupt(BaseException):
+    """Raised asynchronously (from the cancel handlers, in the main thread) when a job is cancelled
+    while it has nothing worth saving (loading, rendering): like ``KeyboardInterrupt``, it is a
+    ``BaseException`` so that a broad ``except Exception`` cannot swallow it. ``run_job`` turns it
+    into a ``cancelled`` event and exit code 130."""

@@ -14,7 +14,14 @@ offset     1    meters along the unit face normal               Non-Color
 ========== ==== ============================================= ===========
 
 A Gaussian takes the bilinearly interpolated (clamp-to-edge) value at its UV coordinate.
-Files: one float32 OpenEXR per map, an 8-bit PNG preview, and ``maps.json``.
+Files: one float32 OpenEXR per map, an 8-bit PNG preview, and ``maps.json``, published together
+(:mod:`engine.io.publish`, ``maps.json`` last). Re-baking first copies the previous maps into
+``maps/backups/<YYYYmmdd-HHMMSS>/`` (at most ``keep_backups`` sets are kept), so maps an artist
+painted and synced from Blender are never lost.
+
+Maps read back are checked: NaN/Inf, channel counts, and the ranges the re-splat relies on
+(opacity in [0, 1], scale > 0, |offset| ≤ the avatar's shell) are errors naming the file; colour
+outside [0, 1] is clamped with a warning.
 
 Re-splat density: the maps can be re-splatted onto the trained Gaussians' own bindings ("as
 trained") or onto one Gaussian per (k-th) covered texel sized to the texel ("per texel",
@@ -26,6 +33,8 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +49,8 @@ log = logging.getLogger(__name__)
 
 MAPS_FORMAT = "fate-maps"
 MAPS_FORMAT_VERSION = 1
+BACKUPS_DIR = "backups"
+"""Sub-folder of ``maps/`` holding one folder of previous maps per re-bake."""
 
 TEXEL_SIGMA = 0.6
 """Standard deviation of a per-texel Gaussian, in texel blocks (the Blender runtime's
@@ -303,6 +314,7 @@ def load_maps_into(gaussians, maps_dir: Path, head) -> dict[str, Tensor]:
     from engine.geometry.uv import island_mask
 
     maps, manifest = load_maps(maps_dir)
+    check_map_ranges(maps, float(gaussians.shell), Path(maps_dir))
     uv = gaussian_uvs(gaussians.face_idx, gaussians.bary, head.uvs, head.faces_uv_all)
     res = manifest["resolution"]
     outside = outside_islands(uv, island_mask(head.uvs, head.faces_uv_all, res))
@@ -314,15 +326,54 @@ def load_maps_into(gaussians, maps_dir: Path, head) -> dict[str, Tensor]:
 
 
 # ---------------------------------------------------------------------- files
-def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = None) -> Path:
-    """Writes maps as float32 EXR + PNG previews + maps.json (atomic). Returns maps.json's path."""
+def check_map_ranges(maps: dict[str, Tensor], shell: float, maps_dir: Path) -> None:
+    """Checks the values the re-splat relies on (module doc): opacity in [0, 1], scale > 0,
+    |offset| ≤ ``shell`` meters (0.1 % tolerance for float round-off); warns about colour outside
+    [0, 1] (it is clamped).
+
+    Raises:
+        MapsError: naming the map file, the rule and the value found.
+    """
+    def bad(name: str, rule: str, found: float) -> MapsError:
+        return MapsError(f"{Path(maps_dir) / (name + '.exr')}: the {name} map must be {rule}, found {found:.6g}; "
+                         "repaint it or re-bake")
+
+    if "opacity" in maps:
+        lo, hi = float(maps["opacity"].min()), float(maps["opacity"].max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise bad("opacity", "in [0, 1]", lo if lo < -1e-3 else hi)
+    if "scale" in maps and float(maps["scale"].min()) <= 0:
+        raise bad("scale", "> 0 (a multiple of the face size)", float(maps["scale"].min()))
+    if "offset" in maps:
+        worst = float(maps["offset"].abs().max())
+        if worst > shell * (1 + 1e-3):
+            raise bad("offset", f"within ±{shell} m (the avatar's shell)", worst)
+    if "color" in maps:
+        lo, hi = float(maps["color"].min()), float(maps["color"].max())
+        if lo < 0 or hi > 1:
+            log.warning("%s: colour values in [%.3g, %.3g] are clamped to [0, 1]", Path(maps_dir) / "color.exr",
+                        lo, hi)
+
+
+def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = None, keep_backups: int = 5) -> Path:
+    """Publishes maps as float32 EXR + PNG previews + maps.json, as one change (module doc).
+
+    If ``maps_dir`` already holds maps, they are first copied into
+    ``maps/backups/<YYYYmmdd-HHMMSS>/`` and the oldest backup sets beyond ``keep_backups`` are
+    deleted (0: no backup).
+
+    Returns:
+        maps.json's path.
+    Raises:
+        MapsError: a wrong channel count or NaN/Inf values (nothing is written).
+        OutputError: the folder cannot be written (the previous maps are intact).
+    """
     from engine.io.atomic import write_json
     from engine.io.images import write_exr, write_png
+    from engine.io.publish import publish
 
     maps_dir = Path(maps_dir)
-    maps_dir.mkdir(parents=True, exist_ok=True)
-    entries = {}
-    res = None
+    arrays = {}
     for name, m in maps.items():
         spec = MAP_SPECS[name]
         arr = m.detach().cpu().float().numpy()
@@ -330,20 +381,80 @@ def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = Non
             arr = arr[..., None]
         if arr.shape[-1] != spec.channels:
             raise MapsError(f"map {name}: expected {spec.channels} channels, found {arr.shape[-1]}")
-        res = arr.shape[0]
-        write_exr(maps_dir / f"{name}.exr", arr.astype(np.float32))
-        lo, hi = spec.preview_range
-        prev = np.clip((arr - lo) / (hi - lo), 0, 1)
-        write_png(maps_dir / f"{name}.png", prev if spec.channels != 1 else prev[..., 0])
-        entries[name] = {"file": f"{name}.exr", "preview": f"{name}.png", "channels": spec.channels,
-                         "colorspace": spec.colorspace, "units": spec.units,
-                         "min": float(arr.min()), "max": float(arr.max())}
-    manifest = {"format": MAPS_FORMAT, "format_version": MAPS_FORMAT_VERSION, "resolution": res,
-                "uv_origin": "bottom-left; files store the top row (v=1) first", "maps": entries}
-    manifest.update(extra or {})
-    path = maps_dir / "maps.json"
-    write_json(path, manifest)
-    return path
+        if not np.isfinite(arr).all():
+            raise MapsError(f"map {name} for {maps_dir}: {int((~np.isfinite(arr)).sum())} NaN/Inf value(s); "
+                            "nothing was written")
+        arrays[name] = arr.astype(np.float32)
+    entries = {}
+    res = None
+    if keep_backups > 0 and (maps_dir / "maps.json").exists():
+        backup_maps(maps_dir)
+    with publish(maps_dir.parent) as pub:
+        for name, arr in arrays.items():
+            spec = MAP_SPECS[name]
+            res = arr.shape[0]
+            write_exr(pub.path(f"{maps_dir.name}/{name}.exr"), arr)
+            lo, hi = spec.preview_range
+            prev = np.clip((arr - lo) / (hi - lo), 0, 1)
+            write_png(pub.path(f"{maps_dir.name}/{name}.png"), prev if spec.channels != 1 else prev[..., 0])
+            entries[name] = {"file": f"{name}.exr", "preview": f"{name}.png", "channels": spec.channels,
+                             "colorspace": spec.colorspace, "units": spec.units,
+                             "min": float(arr.min()), "max": float(arr.max())}
+        manifest = {"format": MAPS_FORMAT, "format_version": MAPS_FORMAT_VERSION, "resolution": res,
+                    "uv_origin": "bottom-left; files store the top row (v=1) first", "maps": entries}
+        manifest.update(extra or {})
+        write_json(pub.path(f"{maps_dir.name}/maps.json"), manifest)
+    prune_backups(maps_dir, keep_backups)
+    return maps_dir / "maps.json"
+
+
+def backup_maps(maps_dir: Path, stamp: str | None = None) -> Path:
+    """Copies the current maps (every file directly in ``maps_dir`` except Sync Maps' ``*.bak.*``
+    copies) into ``maps_dir/backups/<stamp>/``; the folder appears whole (one rename).
+
+    Returns:
+        the backup folder.
+    Raises:
+        OutputError: the copy failed (nothing was overwritten yet).
+    """
+    from engine.errors import OutputError
+    from engine.io.atomic import uninterruptible
+
+    maps_dir = Path(maps_dir)
+    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+    root = maps_dir / BACKUPS_DIR
+    dest, n = root / stamp, 1
+    while dest.exists():
+        dest, n = root / f"{stamp}-{n}", n + 1
+    tmp = root / f".{dest.name}.tmp"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for f in sorted(maps_dir.iterdir()):
+            if f.is_file() and not f.name.startswith(".") and ".bak." not in f.name:
+                shutil.copy2(f, tmp / f.name)
+        tmp.rename(dest)
+    except BaseException as exc:  # a failed or cancelled copy leaves no partial backup
+        with uninterruptible():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot back up the previous maps of {maps_dir} to {dest} "
+                              f"({exc.strerror or exc}); nothing was overwritten") from exc
+        raise
+    log.info("previous maps of %s backed up to %s", maps_dir, dest)
+    return dest
+
+
+def prune_backups(maps_dir: Path, keep: int) -> list[Path]:
+    """Deletes the oldest backup sets of ``maps_dir/backups`` beyond the newest ``keep``; returns them."""
+    root = Path(maps_dir) / BACKUPS_DIR
+    if not root.is_dir():
+        return []
+    sets = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: d.name)
+    old = sets[:max(len(sets) - keep, 0)]
+    for d in old:
+        shutil.rmtree(d, ignore_errors=True)
+    return old
 
 
 def load_maps(maps_dir: Path, names=None) -> tuple[dict[str, Tensor], dict]:
@@ -354,20 +465,25 @@ def load_maps(maps_dir: Path, names=None) -> tuple[dict[str, Tensor], dict]:
     Raises:
         MapsError: missing manifest or file, wrong channel count, NaN/Inf values (naming the file).
     """
-    import json
-
-    from engine.io.images import read_image
+    from engine.io.images import ImageIOError, read_image
+    from engine.io.publish import settle
+    from engine.io.readers import load_manifest
 
     maps_dir = Path(maps_dir)
+    settle(maps_dir.parent)
     mpath = maps_dir / "maps.json"
     if not mpath.exists():
         raise MapsError(f"{mpath} is missing: bake the avatar first (python -m engine bake)")
-    manifest = json.loads(mpath.read_text())
-    if manifest.get("format") != MAPS_FORMAT:
-        raise MapsError(f"{mpath}: format {manifest.get('format')!r}, expected {MAPS_FORMAT!r}")
-    res = int(manifest["resolution"])
+    manifest = load_manifest(mpath, MapsError, MAPS_FORMAT, MAPS_FORMAT_VERSION, "maps manifest")
+    try:
+        res = int(manifest["resolution"])
+        listed = {str(k): dict(v) for k, v in manifest["maps"].items()}
+        for entry in listed.values():
+            str(entry["file"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise MapsError(f"{mpath}: malformed manifest ({type(exc).__name__}: {exc})") from exc
     out = {}
-    for name, entry in manifest["maps"].items():
+    for name, entry in listed.items():
         if names is not None and name not in names:
             continue
         spec = MAP_SPECS.get(name)
@@ -376,7 +492,10 @@ def load_maps(maps_dir: Path, names=None) -> tuple[dict[str, Tensor], dict]:
         fpath = maps_dir / entry["file"]
         if not fpath.exists():
             raise MapsError(f"{fpath} is missing (listed in {mpath})")
-        arr = np.asarray(read_image(fpath), dtype=np.float32)
+        try:
+            arr = np.asarray(read_image(fpath), dtype=np.float32)
+        except ImageIOError as exc:
+            raise MapsError(f"{fpath}: cannot read the {name} map ({exc})") from exc
         if arr.ndim == 2:
             arr = arr[..., None]
         if arr.shape[-1] == 4 and spec.channels == 3:

@@ -170,8 +170,9 @@ def load_vgg16_state_dict(path: Path | str, last_layer: int = 30) -> dict[str, T
     Returns:
         ``{"N.weight", "N.bias"}`` float32 tensors for the convs up to ``last_layer``.
     Raises:
-        ConfigError: the file is missing or unreadable, or a required key is absent or has a
-            wrong shape (the message names the file, the key, expected and found shapes).
+        ConfigError: the file is missing or unreadable, or a required key is absent, has a
+            wrong shape or NaN/Inf values (the message names the file, the key, expected and
+            found shapes).
     """
     path = Path(path)
     raw = read_tensor_file(path)
@@ -196,6 +197,8 @@ def load_vgg16_state_dict(path: Path | str, last_layer: int = 30) -> dict[str, T
                 f"VGG16 weights {path}: key 'features.{key}' has shape {list(value.shape)}, "
                 f"expected {list(shape)}"
             )
+        if not bool(torch.isfinite(value).all()):
+            raise ConfigError(f"VGG16 weights {path}: key 'features.{key}' has NaN/Inf values")
         out[key] = value.float()
     return out
 

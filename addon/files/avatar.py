@@ -4,12 +4,20 @@ The ``io`` half of the importer (see docs/FORMATS.md, "Avatar folder"): files ar
 checked here into plain arrays; :mod:`addon.rig.importer` builds Blender data from them. Every
 problem is an :class:`~addon.errors.AvatarError` that names the file, the key and the expected
 versus found shape.
+
+The engine publishes an avatar's files together and writes ``avatar.json`` last, with the sha256
+of every other file (docs/RELIABILITY.md). So a file that does not match ``avatar.json`` means a
+save is in progress or was interrupted (or the file was replaced by hand), and a ``.commit``
+folder means the engine is moving a save into place: both are refused here, never imported as a
+mix of two avatars. Formats newer than this add-on reads are refused too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +29,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["HeadData", "Bindings", "TrainedGaussians", "Tracking", "MapEntry", "AvatarData",
            "read_head", "read_bindings", "read_trained_gaussians", "read_tracking",
-           "read_maps_manifest", "read_avatar", "default_expression_names", "PREVIEW_RANGES"]
+           "read_maps_manifest", "read_manifest", "verify_file", "read_avatar", "default_expression_names",
+           "PREVIEW_RANGES", "read_perceptual_term"]
 
 HEAD_FILE = Path("blender") / "head.npz"
 BINDINGS_FILE = Path("blender") / "bindings.npz"
@@ -30,6 +39,12 @@ TRACKING_FILE = Path("tracking.npz")
 AVATAR_JSON = Path("avatar.json")
 MAPS_DIR = Path("maps")
 MAPS_MANIFEST = MAPS_DIR / "maps.json"
+AVATAR_JSON = Path("avatar.json")
+COMMIT_DIR = Path(".commit")
+"""Present while the engine moves a save into place (or after a save was interrupted)."""
+AVATAR_FORMAT_VERSION = 1
+MAPS_FORMAT_VERSION = 1
+"""Newest avatar.json / maps.json format_version this add-on reads."""
 
 #: Colour space of a map when maps.json does not say (DESIGN: colour is sRGB, the rest data).
 DEFAULT_COLORSPACE = {"color": "sRGB"}
@@ -215,8 +230,9 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise AvatarError(f"{path}: cannot read .npz ({exc})") from exc
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise AvatarError(f"{path}: cannot read .npz ({type(exc).__name__}: {exc}); the file is corrupt or "
+                          "truncated") from exc
 
 
 def _require(data: dict, path: Path, key: str, ndim: int, dtype_kind: str = "f") -> np.ndarray:
@@ -418,6 +434,10 @@ def read_maps_manifest(folder: Path) -> list[MapEntry]:
         raise MapsError(f"{manifest}: not found (bake the avatar first)") from exc
     except (OSError, ValueError) as exc:
         raise MapsError(f"{manifest}: cannot read JSON ({exc})") from exc
+    version = data.get("format_version", 1) if isinstance(data, dict) else 1
+    if not isinstance(version, int) or version > MAPS_FORMAT_VERSION:
+        raise MapsError(f"{manifest}: format_version {version!r} is newer than this add-on reads "
+                        f"({MAPS_FORMAT_VERSION}); update the add-on")
     maps = data.get("maps") if isinstance(data, dict) else None
     if not isinstance(maps, dict) or not maps:
         raise MapsError(f"{manifest}: expected a non-empty object under \"maps\", found {type(maps).__name__}")
@@ -435,6 +455,53 @@ def read_maps_manifest(folder: Path) -> list[MapEntry]:
     return entries
 
 
+def read_manifest(folder: Path) -> dict[str, str]:
+    """The sha256 per file that avatar.json records (``{}`` for avatars without avatar.json or
+    written before it recorded them).
+
+    Raises:
+        AvatarError: a save is in progress or was interrupted (``.commit``), avatar.json is
+            unreadable, or its format_version is newer than this add-on reads.
+    """
+    folder = Path(folder)
+    if (folder / COMMIT_DIR).is_dir():
+        raise AvatarError(f"{folder}: an engine job is saving this avatar, or a save was interrupted "
+                          f"({COMMIT_DIR.as_posix()}/ is present); wait for the job to finish — or run any "
+                          "engine job on the folder, which completes the save — then import again")
+    path = folder / AVATAR_JSON
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AvatarError(f"{path}: cannot read JSON ({exc})") from exc
+    version = meta.get("format_version", 1) if isinstance(meta, dict) else None
+    if not isinstance(version, int) or version > AVATAR_FORMAT_VERSION:
+        raise AvatarError(f"{path}: format_version {version!r} is newer than this add-on reads "
+                          f"({AVATAR_FORMAT_VERSION}); update the add-on")
+    files = meta.get("files")
+    return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+
+
+def verify_file(folder: Path, rel: Path, manifest: dict[str, str]) -> None:
+    """Checks one file's sha256 against avatar.json (nothing to check when it records none).
+
+    Raises:
+        AvatarError: the file differs from what the engine saved.
+    """
+    expected = manifest.get(rel.as_posix())
+    if not expected:
+        return
+    h = hashlib.sha256()
+    with open(Path(folder) / rel, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    if h.hexdigest() != expected:
+        raise AvatarError(f"{Path(folder) / rel}: does not match avatar.json (sha256 {h.hexdigest()[:12]}…, "
+                          f"expected {expected[:12]}…): an engine job is saving this avatar, a save was "
+                          "interrupted, or the file was replaced; wait for the job (or re-train) and import again")
+
+
 def read_avatar(folder: Path, *, with_tracking: bool = True, with_maps: bool = True) -> AvatarData:
     """Reads an avatar folder for import.
 
@@ -447,27 +514,33 @@ def read_avatar(folder: Path, *, with_tracking: bool = True, with_maps: bool = T
         with_tracking: read tracking.npz.
         with_maps: read maps/maps.json.
     Raises:
-        AvatarError: the folder or blender/head.npz is missing or malformed.
+        AvatarError: the folder or blender/head.npz is missing or malformed, or a file does not
+            match avatar.json (a save in progress or interrupted: :func:`read_manifest`).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise AvatarError(f"{folder}: avatar folder not found")
+    manifest = read_manifest(folder)
     if not (folder / HEAD_FILE).is_file():
         raise AvatarError(f"{folder}: no {HEAD_FILE.as_posix()} — is this an avatar folder written by "
                           "'Train'? (expected avatar.json, tracking.npz and blender/ inside)")
+    verify_file(folder, HEAD_FILE, manifest)
     head = read_head(folder / HEAD_FILE)
     warnings: list[str] = []
     bindings = None
     gaussians = None
     if (folder / BINDINGS_FILE).is_file():
+        verify_file(folder, BINDINGS_FILE, manifest)
         bindings = read_bindings(folder / BINDINGS_FILE, len(head.faces))
         if (folder / GAUSSIANS_FILE).is_file():
+            verify_file(folder, GAUSSIANS_FILE, manifest)
             gaussians = read_trained_gaussians(folder / GAUSSIANS_FILE, len(bindings.face_idx))
     else:
         warnings.append(f"no {BINDINGS_FILE.as_posix()}: the avatar has no Gaussians to render")
     tracking = None
     if with_tracking:
         if (folder / TRACKING_FILE).is_file():
+            verify_file(folder, TRACKING_FILE, manifest)
             tracking = read_tracking(folder / TRACKING_FILE, head.num_joints)
         else:
             warnings.append(f"no {TRACKING_FILE.as_posix()}: imported without the tracked sequence")

@@ -43,14 +43,21 @@ from engine.bake.bakenet import make_bakenet
 from engine.bake.channels import ScaleNorm, activate, raw_from_maps, standardise
 from engine.bake.config import BakeConfig
 from engine.bake.direct_fit import direct_fit_maps, gaussian_blur
+from engine.bake.guards import (
+    check_bake_step,
+    check_state_finite,
+    estimate_bake_bytes,
+    load_bake_checkpoint,
+)
 from engine.data import load_sequence
 from engine.data.frames import FrameImages, FrameSchedule, resize_sequence
 from engine.device import resolve_device
 from engine.errors import CancelledError
 from engine.geometry.cameras import Camera
 from engine.geometry.rotations import axis_angle_to_matrix
-from engine.io.atomic import file_sha256, write_safetensors
-from engine.jobs.config import to_dict
+from engine.io.atomic import file_sha256, uninterruptible, write_safetensors
+from engine.io.output import claim_output
+from engine.jobs.config import require, to_dict
 from engine.maps import gaussian_uvs, sample_maps, write_maps
 from engine.model.gaussians import place_gaussians
 from engine.raster import rasterize
@@ -69,13 +76,14 @@ class Baker:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.folder = AvatarFolder(cfg.avatar)
-        self.loaded = self.folder.load(self.device)
+        self.loaded = self.folder.load(self.device, force=cfg.force)
         av = self.loaded.avatar
         for p in list(av.gaussians.parameters()) + list(av.blendshapes.parameters()):
             p.requires_grad_(False)
         tr = self.loaded.tracking
         dataset = self.loaded.meta.get("dataset", "")
         seq = load_sequence(Path(dataset))
+        self.loaded.check_same_frames(seq)
         self.seq = resize_sequence(seq, max(int(tr["width"]), int(tr["height"])))
         self.train_idx = [i for i in range(len(tr["split"])) if int(tr["split"][i]) == 0]
         self.frames = FrameImages(self.seq, self.train_idx, cfg.background, self.device)
@@ -208,6 +216,7 @@ class Baker:
                 stats = {"loss": self.warmup_step(), "psnr": float("nan")}
             else:
                 stats = self.image_step(self.schedule(self.step - cfg.warmup))
+            check_bake_step(stats, self.step, ckpt)
             self.step += 1
             if self.sink is not None:
                 self.sink.progress("bake", self.step, total, loss=round(stats["loss"], 5),
@@ -228,7 +237,7 @@ class Baker:
                                         names=("scale", "rotation", "offset")))
         path = write_maps(self.folder.maps_dir, maps, extra={
             "source_avatar_sha256": file_sha256(self.folder.path(self.folder.GAUSSIANS)),
-            "bake_config": to_dict(self.cfg)})
+            "bake_config": to_dict(self.cfg)}, keep_backups=self.cfg.keep_backups)
         weights = {f"net.{k}": v for k, v in self.net.state_dict().items()}
         weights["input"] = self.net_input
         if self.base_raw is not None:
@@ -242,12 +251,11 @@ class Baker:
             for key in ("exp_avg", "exp_avg_sq", "step"):
                 tensors[f"adam/{j}/{key}"] = st[key]
         tensors["step"] = torch.tensor(self.step)
+        check_state_finite(tensors, self.step, path)
         write_safetensors(path, tensors)
 
     def _load_checkpoint(self, path: Path) -> None:
-        from safetensors.torch import load_file
-
-        t = load_file(str(path), device=str(self.device))
+        t = load_bake_checkpoint(path, str(self.device))
         self.net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net/")})
         for j, p in enumerate(self.net.parameters()):
             if f"adam/{j}/exp_avg" in t:
@@ -262,5 +270,10 @@ def _rotation_distance(a: Tensor, b: Tensor) -> Tensor:
 
 
 def bake(cfg: BakeConfig, sink=None, cancel=None) -> dict:
-    """Runs a bake job and writes <avatar>/maps."""
-    return Baker(cfg, sink, cancel).run()
+    """Runs a bake job and writes <avatar>/maps, holding the avatar folder's lock (docs/RELIABILITY.md)."""
+    AvatarFolder(require(cfg, "avatar", "bake")).check_exists()
+    with claim_output(cfg.avatar, "bake") as output:
+        baker = Baker(cfg, sink, cancel)
+        output.require_space(estimate_bake_bytes(cfg.resolution, baker.net, baker.net_input))
+        with uninterruptible():  # a cancel stops the loop at its next step, with a checkpoint
+            return baker.run()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engine.errors import ConfigError
+from engine.jobs.config import check_ranges
 
 
 @dataclass
@@ -72,6 +73,10 @@ class BakeConfig:
     """random seed"""
     resume: bool = False
     """continue from <avatar>/maps_checkpoint if present"""
+    keep_backups: int = 5
+    """re-baking keeps the previous maps in <avatar>/maps/backups/<time>/; at most this many sets"""
+    force: bool = False
+    """bake an avatar whose head model does not match its avatar.json (experts only)"""
 
     @property
     def warmup(self) -> int:
@@ -101,9 +106,17 @@ class BakeConfig:
         return self.lambda_scale if self.lambda_scale >= 0 else (0.1 if self.fate_recipe else 0.0)
 
     def __post_init__(self):
-        if self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must be >= 0, found {self.warmup_steps}")
         if self.resolution < 16 or self.resolution % (2 ** self.depth):
             raise ConfigError(f"bake resolution must be >= 16 and divisible by 2^depth = {2 ** self.depth}, "
                               f"found {self.resolution}")
         self.background = tuple(float(c) for c in self.background)  # type: ignore[assignment]
+        for name in ("lr_final", "lambda_rotation", "lambda_scale"):  # -1: the init's default
+            if getattr(self, name) != -1:
+                check_ranges(self, **{"positive" if name == "lr_final" else "non_negative": (name,)})
+        check_ranges(self, positive=("lr", "scale_ratio"), at_least_one=("base_channels", "depth"),
+                     non_negative=("steps", "warmup_steps", "base_blur", "lambda_attr", "lambda_dssim",
+                                   "lambda_perceptual", "threads", "checkpoint_every", "preview_every", "keep_backups"),
+                     unit_interval=("background",))
+        if self.warmup + self.steps < 1:
+            raise ConfigError(f"steps + warmup_steps must be >= 1 (a bake of no steps would overwrite the maps with "
+                              f"untrained ones), found steps={self.steps}, warmup_steps={self.warmup_steps}")

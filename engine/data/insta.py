@@ -157,6 +157,9 @@ def _read_split(root: Path, json_name: str, split: str) -> list[dict]:
     """Parses one transforms json into per-frame records (no parameter files yet)."""
     path = root / json_name
     data = _load_json(path)
+    version = data.get("format_version") if data.get("format") == FORMAT_NAME else None
+    if version is not None and (not isinstance(version, int) or version > FORMAT_VERSION):
+        raise DatasetError(f"{path}: format_version {version!r} is newer than this engine reads ({FORMAT_VERSION})")
     frames = data.get("frames")
     if not isinstance(frames, list):
         raise DatasetError(f"{path}: key 'frames' must be a list, found {type(frames).__name__}")

@@ -135,16 +135,24 @@ def run_demo(cfg: DemoConfig, sink=None, cancel=None) -> dict:
     Raises:
         DemoError: a stage failed (the message names the stage and its log);
         CancelledError: on a cancel request (between stages, or killing a Blender stage).
+        OutputError / FolderLockedError: ``out`` is not writable, too full, or in use.
     """
+    from engine.io.output import claim_output
+
+    cfg = resolve_config(cfg)
+    check_video_writer()
+    out = Path(cfg.out).resolve()
+    # one demo per folder; ~15 images per frame (Cycles, dataset, renders) plus the avatar's files
+    with claim_output(out, "demo", need_bytes=(256 << 20) + cfg.frames * cfg.resolution ** 2 * 4 * 15):
+        return _run_demo(cfg, out, sink, cancel)
+
+
+def _run_demo(cfg: DemoConfig, out: Path, sink, cancel) -> dict:
     from engine.bake.baker import bake
     from engine.device import resolve_device
     from engine.train.trainer import train
 
-    cfg = resolve_config(cfg)
-    check_video_writer()
     device = resolve_device(cfg.device)
-    out = Path(cfg.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     clear_outputs(out)
     work, logs, renders = out / "work", out / "logs", out / "renders"
     subject, dataset, avatar = out / "subject", out / "dataset", out / "avatar"

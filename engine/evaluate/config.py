@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engine.errors import ConfigError
+from engine.jobs.config import check_ranges
 
 
 def _check_texel_stride(stride: int) -> None:
@@ -33,9 +34,12 @@ class RenderConfig:
     """auto, cuda or cpu"""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """background colour"""
+    force: bool = False
+    """use a head model or maps that do not match the avatar's records (experts only)"""
 
     def __post_init__(self) -> None:
         _check_texel_stride(self.texel_stride)
+        check_ranges(self, unit_interval=("background",))
 
 
 @dataclass
@@ -62,6 +66,9 @@ class EvalConfig:
     """background colour (also used to composite the ground truth)"""
     out: str = ""
     """metrics file (default: <avatar>/metrics_<split>.json)"""
+    force: bool = False
+    """use a head model or maps that do not match the avatar's records (experts only)"""
 
     def __post_init__(self) -> None:
         _check_texel_stride(self.texel_stride)
+        check_ranges(self, unit_interval=("background",))

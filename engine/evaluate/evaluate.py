@@ -1,4 +1,8 @@
-"""Evaluating an avatar: its renders of a split against the dataset's images → metrics JSON."""
+"""Evaluating an avatar: its renders of a split against the dataset's images → metrics JSON.
+
+Ground truth is matched to each rendered frame by frame name (never by position), so ``--dataset``
+may be another copy or a superset of the training dataset; a frame it lacks is an error.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from engine.avatar_folder import AvatarFolder
 from engine.data import load_sequence
 from engine.data.frames import resize_sequence
 from engine.data.sequence import resize_image
@@ -15,6 +20,8 @@ from engine.evaluate.config import EvalConfig
 from engine.evaluate.metrics import evaluate_images, make_lpips
 from engine.evaluate.render import load_for_rendering, render_frames
 from engine.io.atomic import write_json
+from engine.io.output import claim_output
+from engine.jobs.config import require
 
 
 PROTOCOL_TRACKED = "tracked"
@@ -38,21 +45,39 @@ def protocol_description(loaded) -> dict:
             "lpips": "vgg (FATE: alex)"}
 
 
-def run_eval(cfg: EvalConfig, sink=None) -> dict:
-    """Computes PSNR/SSIM(/LPIPS) of the avatar's renders on a split and writes metrics JSON."""
+def run_eval(cfg: EvalConfig, sink=None, cancel=None) -> dict:
+    """Computes PSNR/SSIM(/LPIPS) of the avatar's renders on a split and writes metrics JSON.
+
+    Holds the lock of the metrics file's folder; ``cancel`` is checked after every frame (nothing
+    is written then).
+
+    Raises:
+        DatasetError: a rendered frame's name is not in the dataset.
+        CancelledError: on a cancel request.
+    """
+    folder = AvatarFolder(require(cfg, "avatar", "eval")).check_exists()
+    out = Path(cfg.out) if cfg.out else folder.metrics_file(cfg.split, cfg.from_maps)
+    with claim_output(out.parent, "eval", need_bytes=1 << 20):
+        return _evaluate(cfg, out, sink, cancel)
+
+
+def _evaluate(cfg: EvalConfig, out: Path, sink, cancel) -> dict:
     device = resolve_device(cfg.device)
-    loaded = load_for_rendering(cfg.avatar, device, cfg.from_maps, cfg.texel_stride)
+    loaded = load_for_rendering(cfg.avatar, device, cfg.from_maps, cfg.texel_stride, cfg.force)
     dataset = cfg.dataset or loaded.meta.get("dataset", "")
     if not dataset:
         raise ConfigError("eval needs --dataset (the avatar does not record its dataset)")
     seq = load_sequence(Path(dataset))
+    gt_index = loaded.dataset_indices(seq)
     tr = loaded.tracking
     seq = resize_sequence(seq, max(int(tr["width"]), int(tr["height"])))
     lpips = make_lpips(Path(cfg.lpips_vgg), Path(cfg.lpips_lin)) if cfg.lpips_vgg and cfg.lpips_lin else None
     preds, gts = [], []
     prog = (lambda s, t: sink.progress("eval", s, t)) if sink else None
     for i, _, img in render_frames(loaded, cfg.split, "", cfg.background, device, prog):
-        gt, _ = seq.load_image(i, background=tuple(cfg.background))
+        if cancel is not None:
+            cancel.raise_if_requested()
+        gt, _ = seq.load_image(gt_index[i], background=tuple(cfg.background))
         if gt.shape[:2] != img.shape[:2]:
             gt = resize_image(gt, img.shape[1], img.shape[0])
         preds.append(img)
@@ -63,7 +88,6 @@ def run_eval(cfg: EvalConfig, sink=None) -> dict:
     metrics.update({"split": cfg.split, "frames": len(preds), "from_maps": cfg.from_maps,
                     "texel_stride": cfg.texel_stride, "num_gaussians": len(loaded.avatar.gaussians),
                     "protocol": protocol_description(loaded)})
-    out = Path(cfg.out) if cfg.out else loaded.folder.metrics_file(cfg.split, cfg.from_maps)
     write_json(out, metrics)
     metrics["file"] = str(out)
     return metrics

@@ -4,7 +4,15 @@ Every writer of the engine goes through :func:`atomic_path`: the data is written
 file in the destination's folder (same file system), flushed, and renamed over the destination
 with ``os.replace``, so a reader sees the old file or the new one, never half of one, and a
 crash or a cancel leaves at most a hidden ``.<name>.*.tmp`` file behind. The typed writers below
-(JSON, text, ``.npz``, safetensors) are thin wrappers.
+(JSON, text, ``.npz``, safetensors) are thin wrappers. A *set* of files that must change together
+(an avatar, a checkpoint, the maps) is published with :mod:`engine.io.publish`, which uses these.
+
+The rename and the clean-up run in an :class:`uninterruptible` block: a cancel that arrives there
+does not interrupt them (``engine.jobs.cancel`` asks :func:`in_uninterruptible` before it raises
+asynchronously). Loops that poll the cancel flag at their step boundaries (training, baking) run in
+one too, so they stop at a step boundary with a checkpoint. A
+write that fails with an ``OSError`` (disk full, read-only folder) raises
+:class:`~engine.errors.OutputError` naming the file.
 
 This module imports no torch at import time (the CLI's first event must not wait for it).
 """
@@ -14,13 +22,60 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from engine.errors import OutputError
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+"""Mode of published files: what ``open()`` would give (``mkstemp`` makes them 0600)."""
+
+_critical = threading.local()
+_exit_hooks: list[Callable[[], None]] = []
+
+
+class uninterruptible:
+    """Marks code that a cancel must not interrupt asynchronously: renames and clean-up of
+    published files, and loops that check the cancel flag themselves at each step.
+
+    Nestable; per thread. ``with uninterruptible(): os.replace(tmp, path)``. When the outermost
+    block ends normally (no exception on its way), the hooks of :func:`on_uninterruptible_exit`
+    run: a cancel that arrived inside takes effect right after it.
+    """
+
+    def __enter__(self) -> "uninterruptible":
+        _critical.depth = getattr(_critical, "depth", 0) + 1
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        _critical.depth -= 1
+        if exc_type is None and _critical.depth == 0 and _exit_hooks and sys.exc_info()[0] is None:
+            for hook in list(_exit_hooks):
+                hook()
+
+
+def on_uninterruptible_exit(hook: Callable[[], None], add: bool = True) -> None:
+    """Registers (or, with ``add=False``, removes) a function called when an outermost
+    :class:`uninterruptible` block ends normally (``engine.jobs.cancel`` raises a pending cancel
+    there)."""
+    if add:
+        _exit_hooks.append(hook)
+    elif hook in _exit_hooks:
+        _exit_hooks.remove(hook)
+
+
+def in_uninterruptible() -> bool:
+    """Whether the calling thread is inside a :class:`uninterruptible`."""
+    return getattr(_critical, "depth", 0) > 0
 
 
 @contextmanager
@@ -35,22 +90,38 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         path: the destination; its folder is created if missing.
     Yields:
         the temporary path to write (it exists, empty).
+    Raises:
+        OutputError: the folder cannot be created or the file written (``OSError``: disk full,
+            read-only folder, permissions), naming the file; ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp: str | None = None
     try:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with uninterruptible():
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+                os.close(fd)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
         yield Path(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
+        fsync_path(tmp)
+        with uninterruptible():
+            os.chmod(tmp, _FILE_MODE)
+            os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with uninterruptible():
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
 
 
-def _fsync(path: str) -> None:
-    """Flushes a written file to disk before it is renamed (a rename can outlive the data)."""
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flushes a written file (before it is renamed: a rename can outlive the data) or a folder's
+    entries (after renames in it) to disk, where the platform allows it; errors are ignored."""
+    if os.name == "nt" and os.path.isdir(path):  # pragma: no cover - Windows cannot open folders
+        return
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -93,7 +164,12 @@ def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict | N
 
     data = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(data, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        try:
+            save_file(data, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        except Exception as exc:  # SafetensorError: safetensors reports a full disk as its own type
+            if "I/O error" not in str(exc):
+                raise
+            raise OSError(f"{exc}".split("I/O error: ")[-1]) from exc
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -76,14 +76,14 @@ def _bake(cfg, args, sink, cancel) -> dict:
 
 def _render(cfg, args, sink, cancel) -> dict:
     from engine.evaluate.render import run_render
-    return run_render(cfg, sink)
+    return run_render(cfg, sink, cancel)
 
 
 def _eval(cfg, args, sink, cancel) -> dict:
     import json
 
     from engine.evaluate.evaluate import run_eval
-    metrics = run_eval(cfg, sink)
+    metrics = run_eval(cfg, sink, cancel)
     print(json.dumps(metrics), file=sys.stderr)
     return metrics
 
@@ -196,5 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return verb.run(args)
     from engine.jobs.protocol import run_job
 
-    cfg = _config_from(args, verb.config)
-    return run_job(verb.name, lambda sink, cancel: verb.run(cfg, args, sink, cancel), _events_mode(args, verb))
+    def job(sink, cancel):  # the config is read inside the job: a bad one is an `error` event
+        return verb.run(_config_from(args, verb.config), args, sink, cancel)
+
+    return run_job(verb.name, job, _events_mode(args, verb))

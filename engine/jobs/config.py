@@ -3,6 +3,13 @@
 A config is a ``@dataclass`` whose fields have defaults and a docstring line under each field
 (the CLI help). JSON loading rejects unknown keys; every CLI flag is a config field
 (``--steps 500``, nested ``--densify.strategy threshold``).
+
+Values are checked against the field types before the dataclass is built (:func:`check_value`):
+``bool`` fields take JSON booleans only (``"false"`` is refused: it is a non-empty string), ``int``
+fields integers (``5.7`` is refused; ``5.0`` is 5), ``float`` fields finite numbers, ``Literal``
+fields one of their choices, ``tuple[float, ...]`` fields that many finite numbers. Each config's
+``__post_init__`` then checks ranges (:func:`check_ranges`). Errors are :class:`ConfigError`
+naming the file and the key.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import ast
 import dataclasses
 import inspect
 import json
+import math
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,15 +67,93 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             value = from_dict(hint, value, f"{where}.{key}")
-        elif isinstance(value, list) and typing.get_origin(hint) is tuple:
-            value = tuple(value)
-        elif typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
-            raise ConfigError(f"{where}: {key} must be one of {list(typing.get_args(hint))}, found {value!r}")
+        else:
+            value = check_value(hint, value, where, key)
         kwargs[key] = value
     try:
         return cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+    except ConfigError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def check_value(hint: Any, value: Any, where: str, key: str) -> Any:
+    """``value`` checked against a field type (module doc) and normalised (int for integral
+    floats, tuple for lists).
+
+    Raises:
+        ConfigError: naming ``where`` and ``key``, the expected type and the value found.
+    """
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{where}: {key} must be {expected}, found {value!r} ({type(value).__name__})")
+
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        choices = list(typing.get_args(hint))
+        if not any(type(value) is type(c) and value == c for c in choices):
+            raise ConfigError(f"{where}: {key} must be one of {choices}, found {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false (a JSON boolean)")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("an integer")
+        if isinstance(value, float):
+            if not math.isfinite(value) or value != int(value):
+                raise bad("an integer")
+            value = int(value)
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad("a finite number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise bad(f"a list of {len(args)} numbers")
+        return tuple(check_value(a, v, where, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    return value
+
+
+def require(cfg: Any, name: str, job: str) -> str:
+    """The value of a path field a job cannot run without.
+
+    Raises:
+        ConfigError: the field is empty, naming it and the job.
+    """
+    value = getattr(cfg, name)
+    if not value:
+        doc = field_docs(type(cfg)).get(name, "")
+        raise ConfigError(f"{job} needs '{name}'" + (f" ({doc})" if doc else ""))
+    return value
+
+
+def check_ranges(cfg: Any, *, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
+                 at_least_one: tuple[str, ...] = (), unit_interval: tuple[str, ...] = ()) -> None:
+    """Range checks for a config's ``__post_init__``: each name lists fields (or tuple fields,
+    checked element-wise) that must be > 0, >= 0, >= 1 or in [0, 1].
+
+    Raises:
+        ConfigError: naming the key, the rule and the value found.
+    """
+    rules = ((positive, lambda v: v > 0, "> 0"), (non_negative, lambda v: v >= 0, ">= 0"),
+             (at_least_one, lambda v: v >= 1, ">= 1"), (unit_interval, lambda v: 0 <= v <= 1, "in [0, 1]"))
+    for names, ok, text in rules:
+        for name in names:
+            value = getattr(cfg, name)
+            values = value if isinstance(value, (tuple, list)) else (value,)
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
+                    raise ConfigError(f"{name} must be {text}, found {value!r}")
 
 
 def load_json(cls: type[T], path: Path) -> T:

@@ -8,8 +8,11 @@ docs/PROTOCOL.md is the user-facing description (event fields, units, cancel sem
 Event sinks (``--events``) are in :mod:`engine.jobs.events`; in ``jsonl`` mode stdout carries
 nothing but events: :func:`run_job` points file descriptor 1 at stderr for the duration of the job,
 so stray prints (ours, third-party, compilers) cannot corrupt the stream. Cancellation
-(:mod:`engine.jobs.cancel`): the job checks the token once per step, writes a checkpoint and
-raises :class:`~engine.errors.CancelledError`; :func:`run_job` emits ``cancelled`` and returns 130.
+(:mod:`engine.jobs.cancel`): the job function runs inside ``token.interruptible()``, so a cancel
+stops it at once (:class:`~engine.errors.CancelInterrupt`) unless it is in a ``token.deferred()``
+loop, which checks the token once per step, writes a checkpoint and raises
+:class:`~engine.errors.CancelledError`; either way :func:`run_job` emits ``cancelled`` and returns
+130.
 
 This module imports no torch (the worker's first event must not wait for it).
 """
@@ -26,7 +29,7 @@ import traceback as _tb
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
-from engine.errors import CancelledError, ConfigError, FateError
+from engine.errors import CancelInterrupt, CancelledError, ConfigError, FateError
 from engine.jobs.cancel import CancelToken
 from engine.jobs.events import (
     EVENTS_MODES,
@@ -135,9 +138,11 @@ def run_job(
 ) -> int:
     """Runs a job function under the worker protocol and returns the process exit code.
 
-    ``fn(sink, token)`` does the work, reporting through ``sink`` and calling
-    ``token.raise_if_requested()`` once per step. Its returned dict (paths, metrics) becomes
-    the ``done`` event. A :class:`CancelledError` becomes ``cancelled`` (with the checkpoint
+    ``fn(sink, token)`` does the work, reporting through ``sink``; it runs inside
+    ``token.interruptible()`` (a cancel raises :class:`CancelInterrupt` at once) and wraps loops
+    with state worth saving in ``token.deferred()``, calling ``token.raise_if_requested()`` once
+    per step. Its returned dict (paths, metrics) becomes
+    the ``done`` event. A :class:`CancelledError` or :class:`CancelInterrupt` becomes ``cancelled`` (with the checkpoint
     from the error's ``checkpoint`` attribute or ``token.checkpoint``), a :class:`FateError`
     an ``error`` with its message only, any other exception an ``error`` with
     ``"Type: message"`` and the full traceback text.
@@ -197,7 +202,8 @@ def run_job(
         # TqdmEvents logs outcomes itself; the other sinks get a line on stderr from here.
         say = events_mode != "tqdm"
         try:
-            result = fn(sink, token)
+            with token.interruptible():
+                result = fn(sink, token)
             if result is None:
                 result = {}
             elif not isinstance(result, dict):
@@ -210,6 +216,11 @@ def run_job(
                 logger.info("%s cancelled (%s); checkpoint: %s", job_name, token.reason or exc,
                             checkpoint, extra=quiet)
             sink.cancelled(None if checkpoint is None else str(checkpoint))
+            return EXIT_CANCELLED
+        except CancelInterrupt as exc:
+            if say:
+                logger.info("%s cancelled (%s); checkpoint: %s", job_name, exc, token.checkpoint, extra=quiet)
+            sink.cancelled(token.checkpoint)
             return EXIT_CANCELLED
         except KeyboardInterrupt:
             if say:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,12 +120,17 @@ class HeadModel:
 
     # ----------------------------------------------------------------- checks
     def validate(self) -> None:
-        """Checks shapes and index ranges.
+        """Checks shapes, index ranges and that every float array is finite.
 
         Raises:
-            HeadModelError: naming the field, the expected and the found shape.
+            HeadModelError: naming the field, the expected and the found shape (or the count of
+                NaN/Inf values).
         """
         n = self.name
+        for k in _FLOAT_FIELDS:
+            bad_values = int((~np.isfinite(getattr(self, k))).sum())
+            if bad_values:
+                raise HeadModelError(f"head model {n!r}: {k} has {bad_values} NaN/Inf value(s)")
 
         def bad(what: str, expected: str, found: Any) -> HeadModelError:
             return HeadModelError(f"head model {n!r}: {what}: expected {expected}, found {found}")
@@ -464,9 +470,11 @@ def load_head_model(path: str | os.PathLike, obj_path: str | os.PathLike | None 
             with np.load(path, allow_pickle=False) as z:
                 d = {k: z[k] for k in z.files}
         except ValueError as exc:
-            raise HeadModelError(f"{path}: cannot read .npz without pickle: {exc}") from exc
-        except (OSError, EOFError) as exc:
-            raise HeadModelError(f"{path}: cannot read .npz: {exc}") from exc
+            raise HeadModelError(f"{path}: cannot read .npz without pickle ({exc}): the file is corrupt, "
+                                 "truncated, or holds pickled objects (refused)") from exc
+        except (OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            raise HeadModelError(f"{path}: cannot read .npz ({type(exc).__name__}: {exc}); the file is corrupt "
+                                 "or truncated") from exc
         fmt = d.get("format")
         if fmt is not None and _str_of(fmt) != HEAD_MODEL_FORMAT:
             raise HeadModelError(f"{path}: format {_str_of(fmt)!r}, expected {HEAD_MODEL_FORMAT!r}")
@@ -478,7 +486,12 @@ def load_head_model(path: str | os.PathLike, obj_path: str | os.PathLike | None 
             )
     else:
         raise HeadModelError(f"{path}: unknown head model file type {suffix!r}, expected .pkl or .npz")
-    model = _from_arrays(d, path, Path(obj_path) if obj_path is not None else None)
+    try:
+        model = _from_arrays(d, path, Path(obj_path) if obj_path is not None else None)
+    except HeadModelError as exc:
+        if str(path) in str(exc):
+            raise
+        raise HeadModelError(f"{path}: {exc}") from exc
     logger.info("loaded head model %r from %s: %d vertices, %d faces (+%d mouth), S=%d, E=%d",
                 model.name, path, model.num_vertices, len(model.faces), len(model.mouth_faces),
                 model.num_shape, model.num_expr)

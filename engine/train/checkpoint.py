@@ -1,14 +1,18 @@
 """Resumable training checkpoints: model, Adam moments, densification statistics, RNG.
 
 A checkpoint is ``checkpoints/last.safetensors`` (tensors) + ``checkpoints/last.json`` (step,
-Gaussian count, generator state) in the avatar folder (docs/FORMATS.md). Tensor keys:
-``param/<name>``, ``adam/<name>/{exp_avg,exp_avg_sq,step}``, ``gaussians.face_idx``,
+Gaussian count, generator state, the tensors' sha256) in the avatar folder (docs/FORMATS.md). Tensor
+keys: ``param/<name>``, ``adam/<name>/{exp_avg,exp_avg_sq,step}``, ``gaussians.face_idx``,
 ``gaussians.bary`` and ``densifier/<key>`` for the strategy's state.
+
+The pair is published as one change (:mod:`engine.io.publish`), so a crash never leaves a new
+tensor file beside an old ``last.json``; the loader also checks the recorded sha256. A state with
+NaN/Inf values is never written (:class:`~engine.errors.DivergedError`): the last good checkpoint
+stays.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +20,10 @@ import torch
 from torch import Tensor
 
 from engine.avatar_folder import AvatarFolder
-from engine.errors import AvatarError
+from engine.errors import AvatarError, DivergedError
 from engine.io.atomic import write_json, write_safetensors
+from engine.io.publish import publish, settle
+from engine.io.readers import check_finite_arrays, load_manifest, load_safetensors
 from engine.model.avatar import Avatar
 from engine.train.densify.ops import reindex
 
@@ -60,10 +66,14 @@ def _named_parameters(avatar: Avatar) -> dict[str, torch.nn.Parameter]:
 
 
 def save_checkpoint(folder: AvatarFolder, state: TrainState) -> Path:
-    """Writes the resumable training state.
+    """Publishes the resumable training state (both files as one change).
 
     Returns:
         the checkpoint's tensor file path.
+    Raises:
+        DivergedError: a parameter or Adam moment holds NaN/Inf (nothing is written; the
+            previous checkpoint stays).
+        OutputError: the folder cannot be written (the previous checkpoint stays).
     """
     tensors: dict[str, Tensor] = {}
     for name, p in _named_parameters(state.avatar).items():
@@ -79,10 +89,14 @@ def save_checkpoint(folder: AvatarFolder, state: TrainState) -> Path:
     for k, v in state.densify_state.items():
         tensors[f"densifier/{k}"] = v
     tpath = folder.path(folder.CHECKPOINT_TENSORS)
-    write_safetensors(tpath, tensors)
-    write_json(folder.path(folder.CHECKPOINT_JSON), {
-        "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION, "step": state.step,
-        "num_gaussians": len(g), "rng": state.generator.get_state().tolist()})
+    check_finite_arrays(tensors, f"training state at step {state.step} (not saved; the last good checkpoint "
+                        f"{tpath} is kept)", DivergedError)
+    with publish(folder.root) as pub:
+        write_safetensors(pub.path(folder.CHECKPOINT_TENSORS), tensors)
+        write_json(pub.path(folder.CHECKPOINT_JSON), {
+            "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION, "step": state.step,
+            "num_gaussians": len(g), "rng": state.generator.get_state().tolist(),
+            "tensors_sha256": pub.sha256(folder.CHECKPOINT_TENSORS)})
     return tpath
 
 
@@ -92,18 +106,22 @@ def load_checkpoint(folder: AvatarFolder, state: TrainState, device: torch.devic
     replaced); returns the step.
 
     Raises:
-        AvatarError: missing or inconsistent checkpoint files (named).
+        AvatarError: missing, corrupt, truncated, mismatched (the pair's sha256), newer-format or
+            non-finite checkpoint files (named).
     """
-    from safetensors.torch import load_file
-
+    settle(folder.root)
     tpath, jpath = folder.path(folder.CHECKPOINT_TENSORS), folder.path(folder.CHECKPOINT_JSON)
+    meta = load_manifest(jpath, AvatarError, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, "checkpoint")
     try:
-        meta = json.loads(jpath.read_text())
-        tensors = load_file(str(tpath), device=str(device))
-    except (OSError, ValueError) as exc:
-        raise AvatarError(f"cannot read checkpoint {tpath}: {exc}") from exc
+        n, step, rng = int(meta["num_gaussians"]), int(meta["step"]), meta["rng"]
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise AvatarError(f"{jpath}: not a checkpoint written by this engine ({type(exc).__name__}: {exc})") from exc
+    tensors = load_safetensors(tpath, AvatarError, str(device), meta.get("tensors_sha256"), "checkpoint")
+    check_finite_arrays(tensors, str(tpath), AvatarError)
+    for key in ("gaussians.face_idx", "gaussians.bary"):
+        if key not in tensors or tensors[key].shape[0] != n:
+            raise AvatarError(f"{tpath}: tensor {key} missing or not of {n} rows (last.json's num_gaussians)")
     g = state.avatar.gaussians
-    n = int(meta["num_gaussians"])
     # resize the Gaussian set first (its parameters are replaced), then copy values
     src = torch.zeros(n, dtype=torch.long, device=device)
     reindex(g, state.optimizer, src, tensors["gaussians.face_idx"], tensors["gaussians.bary"],
@@ -123,6 +141,9 @@ def load_checkpoint(folder: AvatarFolder, state: TrainState, device: torch.devic
     state.densify_state.clear()
     state.densify_state.update({k.split("/", 1)[1]: v.clone() for k, v in tensors.items()
                                 if k.startswith("densifier/")})
-    state.generator.set_state(torch.tensor(meta["rng"], dtype=torch.uint8))
-    state.step = int(meta["step"])
+    try:
+        state.generator.set_state(torch.tensor(rng, dtype=torch.uint8))
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise AvatarError(f"{jpath}: invalid generator state ({exc})") from exc
+    state.step = step
     return state.step

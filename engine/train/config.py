@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from engine.errors import ConfigError
+from engine.jobs.config import check_ranges
 from engine.train.densify.config import DensifyConfig
 
 
@@ -109,3 +110,8 @@ class TrainConfig:
         if self.soft_width < 1:
             raise ConfigError(f"soft_width must be >= 1, found {self.soft_width}")
         self.background = tuple(float(c) for c in self.background)  # type: ignore[assignment]
+        check_ranges(self, positive=("shell", "lr_color", "lr_opacity", "lr_scale", "lr_rotation", "lr_offset",
+                                     "lr_blendshapes", "lr_tracking"),
+                     non_negative=("image_size", "threads", "lambda_perceptual", "lambda_dssim", "lambda_lap",
+                                   "lambda_flame", "lambda_scale", "checkpoint_every", "preview_every"),
+                     at_least_one=("scale_ratio",), unit_interval=("background",))

@@ -19,6 +19,9 @@ from engine.data import load_sequence
 from engine.data.frames import FrameImages, FrameSchedule, resize_sequence
 from engine.device import resolve_device
 from engine.errors import CancelledError, ConfigError
+from engine.io.atomic import uninterruptible
+from engine.io.output import claim_output
+from engine.jobs.config import require
 from engine.model.avatar import Avatar, build_avatar, frame_inputs, match_coefficients
 from engine.model.head_model import HeadModel
 from engine.model.provenance import check_tracking_model
@@ -33,6 +36,7 @@ from engine.train.checkpoint import (
 )
 from engine.train.config import TrainConfig
 from engine.train.densify.factory import make_strategy
+from engine.train.guards import before_training, check_step
 from engine.train.optimizer import make_optimizer
 
 log = logging.getLogger(__name__)
@@ -127,6 +131,7 @@ class Trainer:
                 err.checkpoint = str(path)  # type: ignore[attr-defined]
                 raise err
             stats = self.train_step(schedule(self.step))
+            check_step(stats, self.step, self.folder)
             self.step += 1
             self._after_step(stats, t0)
         save_checkpoint(self.folder, self.state)
@@ -209,12 +214,17 @@ class Trainer:
         return default_backend(self.device) if self.backend == "auto" else self.backend
 
     def _log(self, msg: str, level: str = "info") -> None:
+        # run_job forwards engine.* records to the sink (with their level): one line, one event
         log.log(logging.WARNING if level == "warning" else logging.INFO, msg)
-        if self.sink is not None:
-            self.sink.log(msg, level=level)
 
 
 def train(cfg: TrainConfig, sink=None, cancel=None) -> dict:
-    """Trains an avatar as configured and writes the avatar folder (docs/FORMATS.md)."""
-    head = resolve_head_model(cfg.head_model)
-    return Trainer(cfg, head, sink, cancel).run()
+    """Trains an avatar as configured and writes the avatar folder (docs/FORMATS.md), holding the
+    folder's lock; the checks of docs/RELIABILITY.md run before step 1."""
+    require(cfg, "dataset", "train")
+    with claim_output(require(cfg, "output", "train"), "train") as output:
+        head = resolve_head_model(cfg.head_model)
+        trainer = Trainer(cfg, head, sink, cancel)
+        before_training(trainer.avatar, trainer.seq, cfg, trainer.device, output)
+        with uninterruptible():  # a cancel stops the loop at its next step, with a checkpoint
+            return trainer.run()

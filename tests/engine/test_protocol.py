@@ -37,23 +37,26 @@ steps, sleep = int(sys.argv[4]), float(sys.argv[5])
 
 def job(sink, token):
     sink.log("starting")
-    for i in range(steps):
-        try:
-            token.raise_if_requested()
-        except CancelledError:
-            Path(ckpt).write_text("step %d" % i)
-            token.checkpoint = ckpt
-            raise
-        if behaviour == "raise" and i == 3:
-            raise RuntimeError("boom at step 3")
-        if behaviour == "fate" and i == 3:
-            raise DatasetError("transforms_train.json: missing key 'frames'")
-        if behaviour == "noise":
-            print("stray print from the job")
-            sys.stdout.flush()
-            os.write(1, b"raw write to fd 1\n")
-        time.sleep(sleep)
-        sink.progress("train", i + 1, steps, loss=1.0 / (i + 1), psnr=20.0 + i, n_gaussians=1000 + i)
+    if behaviour == "busy":  # no loop with a checkpoint: a cancel interrupts it at once
+        time.sleep(60)
+    with token.deferred():  # a loop with a checkpoint: a cancel stops it at a step boundary
+        for i in range(steps):
+            try:
+                token.raise_if_requested()
+            except CancelledError:
+                Path(ckpt).write_text("step %d" % i)
+                token.checkpoint = ckpt
+                raise
+            if behaviour == "raise" and i == 3:
+                raise RuntimeError("boom at step 3")
+            if behaviour == "fate" and i == 3:
+                raise DatasetError("transforms_train.json: missing key 'frames'")
+            if behaviour == "noise":
+                print("stray print from the job")
+                sys.stdout.flush()
+                os.write(1, b"raw write to fd 1\n")
+            time.sleep(sleep)
+            sink.progress("train", i + 1, steps, loss=1.0 / (i + 1), psnr=20.0 + i, n_gaussians=1000 + i)
     return {"avatar": str(Path(ckpt).parent), "psnr": 31.25}
 
 sys.exit(run_job("train", job, mode))
@@ -189,6 +192,29 @@ def test_cancel_line_on_stdin(worker):
     assert rc == EXIT_CANCELLED, w.stderr
     assert time.monotonic() - t0 < 2.0
     assert events[-1] == {**events[-1], "type": "cancelled", "checkpoint": str(w.ckpt)}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM cannot be caught on Windows")
+@pytest.mark.parametrize("how", ["sigterm", "stdin"])
+def test_cancel_interrupts_a_job_outside_its_step_loop_at_once(worker, how):
+    """A job busy outside a ``token.deferred()`` loop (here: a 60 s sleep, like loading frames)
+    is interrupted at once: exit 130, ``cancelled`` without a checkpoint. On the old code the
+    request only set a flag and the job ran on."""
+    w = worker("busy", steps=10, sleep=0.0)
+    ev = w.next_event()
+    assert ev["type"] == "log"  # "starting": the job is in its sleep now
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    if how == "sigterm":
+        w.proc.send_signal(signal.SIGTERM)
+    else:
+        w.proc.stdin.write('{"type": "cancel"}\n')
+        w.proc.stdin.flush()
+    rc, events = w.finish(timeout=10.0)
+    assert rc == EXIT_CANCELLED, w.stderr
+    assert time.monotonic() - t0 < 2.0
+    assert events[-1]["type"] == "cancelled" and events[-1]["checkpoint"] is None
+    assert not w.ckpt.exists()
 
 
 def test_exception_gives_error_event_with_traceback(worker):

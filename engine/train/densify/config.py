@@ -55,17 +55,16 @@ class DensifyConfig:
 
     def __post_init__(self):
         from engine.errors import ConfigError
+        from engine.jobs.config import check_ranges
 
         if self.strategy not in ("sampling", "threshold", "temporal", "none"):
             raise ConfigError(f"densify.strategy must be 'sampling', 'threshold', 'temporal' or 'none', "
                               f"found {self.strategy!r}")
-        if self.clusters < 1:
-            raise ConfigError(f"densify.clusters must be >= 1, found {self.clusters}")
-        if self.error_weight < 0:
-            raise ConfigError(f"densify.error_weight must be >= 0, found {self.error_weight}")
-        if not 0 <= self.error_dssim <= 1:
-            raise ConfigError(f"densify.error_dssim must be in [0, 1], found {self.error_dssim}")
         if self.gradient not in ("screen", "world"):
             raise ConfigError(f"densify.gradient must be 'screen' or 'world', found {self.gradient!r}")
         if not 0 < self.child_scale <= 4:
             raise ConfigError(f"densify.child_scale must be in (0, 4], found {self.child_scale}")
+        check_ranges(self, non_negative=("start", "stop", "every", "count", "grad_threshold", "prune_every",
+                                         "prune_opacity", "reset_every", "reset_opacity", "max_gaussians",
+                                         "error_weight"),
+                     positive=("split_scale",), at_least_one=("clusters",), unit_interval=("error_dssim",))
