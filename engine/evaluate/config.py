@@ -48,3 +48,8 @@ class EvalConfig:
     """background colour (also used to composite the ground truth)"""
     out: str = ""
     """metrics file (default: <avatar>/metrics_<split>.json)"""
+    refine_test_tracking: bool = False
+    """also report metrics after fitting each evaluated frame's pose and expression to its image with the
+    avatar frozen (IMavatar/PointAvatar protocol; the optimistic figure, reported beside the plain one)"""
+    refine_steps: int = 60
+    """Adam steps per frame of --refine_test_tracking"""

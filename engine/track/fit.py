@@ -334,6 +334,21 @@ def search_focal(head: HeadModel, embedding: LandmarkEmbedding, lm2d: np.ndarray
     return best, {round(f, 1): round(float(v), 5) for f, v in scores.items()}
 
 
+@torch.no_grad()
+def reproject(head: HeadModel, embedding: LandmarkEmbedding, fit: FitResult, principal: np.ndarray,
+              lm2d: np.ndarray) -> FitResult:
+    """``fit`` with its landmark projections [T, L, 2] and residuals [T, L] (pixels) recomputed for
+    its parameters against the detections ``lm2d`` [T, 478, 2]."""
+    model = LandmarkHead(head, embedding, len(fit.shape), fit.expr.shape[1])
+    lm, _ = model(torch.as_tensor(fit.shape)[None], torch.as_tensor(fit.expr), torch.as_tensor(fit.pose),
+                  torch.as_tensor(fit.translation))
+    pc = lm.double().numpy() @ fit.viewmat[:3, :3].T + fit.viewmat[:3, 3]
+    uv = pc[..., :2] / pc[..., 2:3] * fit.focal + np.asarray(principal)
+    res = np.linalg.norm(uv - lm2d[:, embedding.mediapipe_index], axis=-1)
+    return FitResult(fit.shape, fit.expr, fit.pose, fit.translation, fit.focal, fit.viewmat,
+                     res.astype(np.float32), uv.astype(np.float32))
+
+
 def _landmark_normals(head: HeadModel, emb: LandmarkEmbedding) -> np.ndarray:
     """Unit normals [L, 3] of the template at the embedded landmarks' triangles."""
     tri = np.asarray(head.v_template, np.float64)[np.asarray(head.faces)[emb.face_index]]

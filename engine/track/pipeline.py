@@ -36,7 +36,7 @@ from engine.track.config import TrackConfig
 from engine.track.crop import Crop, choose_crop
 from engine.track.detect import FaceDetector, FaceMesh, PersonSegmenter
 from engine.track.embedding import LandmarkEmbedding, head_hash
-from engine.track.fit import FitResult, FitSettings, LandmarkFit, recentre, search_focal
+from engine.track.fit import FitResult, FitSettings, LandmarkFit, recentre, reproject, search_focal
 from engine.track.masks import head_masks
 from engine.track.video import VideoInfo, probe, read_frames
 
@@ -164,7 +164,7 @@ def run_track(cfg: TrackConfig, sink=None, cancel=None, albedo_for=None) -> dict
     """Tracks ``cfg.video`` and writes the dataset ``cfg.output`` (module doc).
 
     Returns:
-        {"dataset", "frames", "frames_without_face", "landmark_error_px", "seconds"}.
+        {"dataset", "fps", "frames", "frames_without_face", "landmark_error_px", "seconds"}.
     Args:
         albedo_for: optional ``head -> texture | None`` used to render the template when the
             embedding is computed (the jobs layer passes the demo head's own albedo).
@@ -240,6 +240,7 @@ def run_track(cfg: TrackConfig, sink=None, cancel=None, albedo_for=None) -> dict
         from engine.track.photometric import refine_photometric
 
         fit = refine_photometric(cfg, head, fit, principal, images, masks, keep, work, clock, device)
+        fit = reproject(head, emb, fit, principal, lm[..., :2])
         clock.lap("refine")
 
     from engine.track.writer import write_dataset
@@ -251,7 +252,7 @@ def run_track(cfg: TrackConfig, sink=None, cancel=None, albedo_for=None) -> dict
     report = json.loads((out / "tracking" / "report.json").read_text())
     report["seconds"]["total"] = round(time.time() - t_start, 2)
     write_json(out / "tracking" / "report.json", report)
-    return {"dataset": str(out), "frames": report["frames"], "frames_without_face": report["frames_without_face"],
+    return {"dataset": str(out), "fps": info.fps, "frames": report["frames"], "frames_without_face": report["frames_without_face"],
             "landmark_error_px": report["landmark_error_px"]["mean"], "seconds": report["seconds"]["total"]}
 
 

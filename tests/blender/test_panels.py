@@ -52,7 +52,8 @@ def test_sidebar_draws(registered, state):
         cls.draw(panel, bpy.context)
         ops = [v for k, v in panel.layout.log if k == "operator"]
         if cls is sidebar.FATE_PT_avatar:
-            assert [o for o in ops if o.startswith("fate.")][:4] == ["fate.train_start", "fate.bake_start", "fate.import_avatar", "fate.sync_maps"]
+            assert [o for o in ops if o.startswith("fate.")][:5] == ["fate.track_start", "fate.train_start", "fate.bake_start",
+                                                               "fate.import_avatar", "fate.sync_maps"]
         if cls is sidebar.FATE_PT_job and state != "IDLE":
             assert "fate.job_cancel" in ops and "fate.job_log_open" in ops
     prefs_cls = submodule("addon.ui.preferences").FATE_AddonPreferences
