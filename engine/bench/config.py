@@ -11,7 +11,7 @@ class BenchConfig:
     """A benchmark run."""
 
     suite: str = "raster"
-    """comma-separated: raster, densify, train, bake"""
+    """comma-separated: raster, densify, train, bake, track"""
     steps: int = 1500
     """training steps for the densify/train suites"""
     frames: int = 100

@@ -68,6 +68,7 @@ def refine_photometric(cfg: TrackConfig, head: HeadModel, fit: FitResult, princi
     expr, pose, trans = fit.expr.copy(), fit.pose.copy(), fit.translation.copy()
     T = len(frames)
     for round_ in range(cfg.refine_rounds):
+        start = (expr.copy(), pose.copy(), trans.copy())
         cur = replace(fit, expr=expr, pose=pose, translation=trans, focal=fit.focal * s)
         ds = work / f"refine{round_}" / "dataset"
         seq = tracked_sequence(ds, cur, np.asarray(principal) * s, frames, side, cfg.test_fraction)
@@ -85,8 +86,25 @@ def refine_photometric(cfg: TrackConfig, head: HeadModel, fit: FitResult, princi
             clock.progress("refine_frames", round_ * T + t + 1, cfg.refine_rounds * T)
             if t % 10 == 0:
                 clock.check()
+        expr, pose, trans = (smooth_offsets(a, b, frames) for a, b in
+                             ((expr, start[0]), (pose, start[1]), (trans, start[2])))
     return replace(fit, expr=expr.astype(np.float32), pose=pose.astype(np.float32),
                    translation=trans.astype(np.float32))
+
+
+def smooth_offsets(refined: np.ndarray, start: np.ndarray, frames: np.ndarray, passes: int = 2) -> np.ndarray:
+    """``start + smooth(refined - start)``: the per-frame photometric corrections [T, D] low-passed
+    over time ([1, 2, 1] / 4, ``passes`` times, within runs of consecutive frames), so that the
+    refinement removes the landmark fit's slow errors without adding frame-to-frame jitter."""
+    d = (refined - start).astype(np.float64)
+    runs = np.split(np.arange(len(frames)), np.flatnonzero(np.diff(frames) > 1) + 1)
+    for _ in range(passes):
+        out = d.copy()
+        for r in runs:
+            if len(r) >= 3:
+                out[r[1:-1]] = 0.25 * d[r[:-2]] + 0.5 * d[r[1:-1]] + 0.25 * d[r[2:]]
+        d = out
+    return (start + d).astype(np.float32)
 
 
 def _train(trainer, clock, round_: int) -> None:

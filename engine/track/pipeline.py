@@ -48,6 +48,9 @@ MIN_FRAMES = 5
 """Fewest frames with a face (train and test frames)."""
 DETECT_SIDE = 640
 """Face boxes are detected on frames shrunk to this longer side (pixels)."""
+LANDMARK_SIDE = 384
+"""Landmarks and person masks are found on the crop at least this large (pixels), then scaled to
+the output resolution (small outputs would give MediaPipe faces of a few dozen pixels)."""
 
 
 class _Clock:
@@ -116,17 +119,25 @@ def crop_and_detect(info: VideoInfo, crop: Crop, clock: _Clock) -> dict:
         images [T, R, R, 3] uint8, person [T, R, R] uint8, lm [T, 478, 3] float32 (NaN where no
         face), found [T] bool, faces_seen (most faces in one crop).
     """
+    import cv2
+
     mesh, seg = FaceMesh(video_mode=True), PersonSegmenter()
     R = crop.resolution
+    big = Crop(crop.x0, crop.y0, crop.side, max(R, LANDMARK_SIDE))  # MediaPipe wants ~200 px faces
+    to_r = R / big.resolution
     images, person, lms, found = [], [], [], []
     try:
         for k, frame in enumerate(read_frames(info)):
-            img = crop.apply(frame)
-            lm = mesh(img)
+            img_big = big.apply(frame)
+            lm = mesh(img_big)
+            img = img_big if big.resolution == R else cv2.resize(img_big, (R, R), interpolation=cv2.INTER_AREA)
             images.append(img)
-            person.append((seg(img) * 255 + 0.5).astype(np.uint8))
+            p = seg(img_big)
+            if big.resolution != R:
+                p = cv2.resize(p, (R, R), interpolation=cv2.INTER_AREA)
+            person.append((p * 255 + 0.5).astype(np.uint8))
             found.append(lm is not None)
-            lms.append(lm if lm is not None else np.full((478, 3), np.nan, np.float32))
+            lms.append(lm * to_r if lm is not None else np.full((478, 3), np.nan, np.float32))
             clock.progress("landmarks", k + 1, info.frames)
             if k % 20 == 0:
                 clock.check()
