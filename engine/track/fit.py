@@ -51,7 +51,7 @@ class FitSettings:
     fit_steps: int = 400
     num_shape: int = 100
     num_expr: int = 50
-    robust_px: float = 3.0  # c of the Cauchy kernel at a 100 px inter-ocular distance
+    robust_px: float = 3.0  # c of the Cauchy kernel (pixels) for a face 100 px between the outer eye corners
     smooth: float = 1.0
     w_shape: float = 2e-3
     w_expr: float = 5e-4
@@ -156,9 +156,9 @@ class LandmarkFit:
         self.target = torch.as_tensor(lm2d[:, idx], dtype=torch.float32, device=device)  # [T, L, 2]
         T = len(lm2d)
         self.T, self.J = T, head.num_joints
-        iod = np.linalg.norm(lm2d[:, 33, :2] - lm2d[:, 263, :2], axis=1)
-        self.face_px = float(np.median(iod))  # outer eye-corner distance, pixels
-        self.c = settings.robust_px * self.face_px / 100.0
+        ext = lm2d[:, idx, :2].max(axis=1) - lm2d[:, idx, :2].min(axis=1)
+        self.face_px = float(np.median(ext.max(axis=1)))  # landmark extent (forehead to chin), pixels
+        self.c = settings.robust_px * self.face_px / 250.0  # the extent is ~2.5 outer eye-corner distances
         self.w_l = torch.as_tensor(landmark_weights(idx), dtype=torch.float32, device=device)
         self.w_rigid = torch.as_tensor(landmark_weights(idx, rigid=True), dtype=torch.float32, device=device)
         self.oval = torch.as_tensor(oval_mask(idx), device=device)
@@ -233,14 +233,14 @@ class LandmarkFit:
             d = (x[2:] - 2 * x[1:-1] + x[:-2]) * self.w_gap
             return d.square().sum(-1).mean() * scale
         terms = {"data": data,
-                 "smooth_rot": smooth(self.rot, 400.0 * s.smooth),
-                 "smooth_trans": smooth(self.trans, 4e4 * s.smooth),
+                 "smooth_rot": smooth(self.rot, 40.0 * s.smooth),
+                 "smooth_trans": smooth(self.trans, 4e3 * s.smooth),
                  "focal": s.w_focal * (self.log_f - self.log_f0).square()}
         if full:
             terms.update({
-                "smooth_expr": smooth(self.expr, 0.2 * s.smooth),
-                "smooth_jaw": smooth(self.jaw, 200.0 * s.smooth),
-                "smooth_eyes": smooth(self.eyes, 20.0 * s.smooth),
+                "smooth_expr": smooth(self.expr, 0.02 * s.smooth),
+                "smooth_jaw": smooth(self.jaw, 20.0 * s.smooth),
+                "smooth_eyes": smooth(self.eyes, 2.0 * s.smooth),
                 "shape": s.w_shape * self.shape.square().sum(),
                 "expr": s.w_expr * self.expr.square().sum(-1).mean(),
                 "jaw_side": s.w_jaw_side * self.jaw[:, 1:].square().sum(-1).mean()

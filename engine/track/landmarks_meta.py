@@ -14,7 +14,7 @@ import numpy as np
 
 NAMED = {
     "right_eye_outer": 33, "right_eye_inner": 133, "left_eye_inner": 362, "left_eye_outer": 263,
-    "mouth_right": 61, "mouth_left": 291, "nose_tip": 1, "chin": 152, "forehead": 10,
+    "mouth_right": 61, "mouth_left": 291, "nose_tip": 4, "chin": 152, "forehead": 10,
     "right_iris": 468, "left_iris": 473, "upper_lip": 13, "lower_lip": 14,
 }
 """Named landmarks (MediaPipe numbers); left/right are the subject's."""
