@@ -130,11 +130,22 @@ def _bake_config(cfg: DemoConfig, avatar: Path):
                       checkpoint_every=0, seed=cfg.seed, threads=cfg.threads)
 
 
-def _track_config(cfg: DemoConfig, video: Path, dataset: Path):
+def camera_focal(subject: Path) -> float:
+    """The focal length (pixels of the video) of the camera that filmed the subject.
+
+    The main job gives it to the tracker (``--focal``), as a user gives their phone's: with the
+    focal unknown, the tracker's focal search reads the stylised demo head ~35 % short, which turns
+    into tens of millimetres of depth error (docs/benchmarks.md)."""
+    with np.load(Path(subject) / "tracking.npz", allow_pickle=False) as z:
+        return float(z["K"][0][0, 0])
+
+
+def _track_config(cfg: DemoConfig, video: Path, dataset: Path, focal: float):
     from engine.demo.config import TRACK_PRESETS
     from engine.track.config import TrackConfig
 
     return TrackConfig(video=str(video), output=str(dataset), head_model="demo", resolution=cfg.resolution,
+                       focal=focal,
                        test_fraction=0.2, device=cfg.device, threads=cfg.threads, seed=cfg.seed,
                        **TRACK_PRESETS[cfg.preset])
 
@@ -246,7 +257,7 @@ def run_demo(cfg: DemoConfig, sink=None, cancel=None) -> dict:
         video = write_subject_video(work / "cycles", work / "subject.mp4")
         st.end(1)
         st.start("track")
-        track_cfg = _track_config(cfg, video, dataset)
+        track_cfg = _track_config(cfg, video, dataset, camera_focal(subject))
         run_track(track_cfg, SubStageSink(sink, "track"), cancel, albedo_for=demo_albedo)
         st.end(1)
         tracking = tracking_metrics(exact, dataset)

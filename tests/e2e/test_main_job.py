@@ -107,9 +107,10 @@ def test_metrics(demo):
     assert t["trained_refined"]["psnr"] >= t["trained"]["psnr"] - 0.5 and "IMavatar" in t["trained_refined"]["protocol"]
     tr = m["tracking"]
     assert tr["frames"] == m["frames"] and tr["frames_without_face"] == 0
-    # 20 frames at 128² through H.264 and MediaPipe: the full run's targets are 2° / 3°; these bounds
-    # fail a tracker that lost the head (tens of degrees) or mirrored it
-    assert tr["rotation_deg_aligned"] < 6.0 and tr["jaw_deg"] < 10.0, tr
+    # 20 frames at 128² through H.264 and MediaPipe, ±30° of yaw in 20 frames (measured: 3.5° rotation,
+    # 4° jaw, 23 mm; the full run's targets are 2° / 3°); these bounds fail a tracker that under-reads
+    # the turns as the 2D-only fit did (10°), lost the head or mirrored it
+    assert tr["rotation_deg_aligned"] < 6.0 and tr["jaw_deg"] < 10.0 and tr["translation_mm"] < 60.0, tr
     assert tr["landmark_error_px"] < 4.0, tr
     done = events[-1]
     assert done["psnr_trained"] == t["trained"]["psnr"]
