@@ -128,7 +128,9 @@ def test_tracked_demo_head_stays_close_to_the_exact_parameters(tmp_path, demo_da
     frames = tmp_path / "frames"
     for i in range(0, len(seq), 2):
         write_png(frames / f"{seq.frame_names[i]}.png", seq.load_image(i, (1.0, 1.0, 1.0))[0].numpy())
-    _track(frames, tmp_path / "ds", demo_embedding, resolution=256, fit_steps=200)
+    # the camera's focal length is given (as the main job does): unknown, the focal search reads the
+    # stylised head ~35 % short (docs/benchmarks.md)
+    _track(frames, tmp_path / "ds", demo_embedding, resolution=256, fit_steps=200, focal=float(seq.Ks[0, 0, 0]))
     tracked = load_sequence(tmp_path / "ds")
     names = sorted(p.stem for p in frames.iterdir())
     pairs = [(seq.frame_names.index(n), tracked.frame_names.index(f"{k:05d}")) for k, n in enumerate(names)]
