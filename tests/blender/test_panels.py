@@ -61,3 +61,16 @@ def test_sidebar_draws(registered, state):
                                 "layout": FakeLayout()})()
     prefs_cls.draw(fake_prefs, bpy.context)
     assert ("operator", "fate.check_worker") in fake_prefs.layout.log
+
+
+def test_finished_track_job_sets_the_dataset_and_the_scene_frame_rate(registered):
+    """Step 0 → step 1: the ``done`` event of a track job names the dataset and the video's rate."""
+    runtime = submodule("addon.jobs.runtime")
+    scene = bpy.context.scene
+    scene.fate.dataset_dir = ""
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    job = type("J", (), {"kind": "track", "error": None, "log_path": None})()
+    runtime.apply_event(scene, job, {"type": "done", "dataset": "/tmp/clip_dataset", "fps": 29.97})
+    assert scene.fate.dataset_dir == "/tmp/clip_dataset"
+    assert scene.render.fps == 30 and abs(scene.render.fps / scene.render.fps_base - 29.97) < 1e-4
+    assert scene.fate.job_state == "DONE"
