@@ -36,6 +36,10 @@ class CancelledError(FateError):
     """A job stopped because the user asked it to (SIGTERM or a ``cancel`` line)."""
 
 
+class TrackError(FateError):
+    """A video cannot be tracked: unreadable, too short to split, or no face in too many frames."""
+
+
 class DemoError(FateError):
     """A stage of the main job failed (the message names the stage and its log file)."""
 

@@ -1,4 +1,4 @@
-"""Train, Bake, Cancel and Open Job Log."""
+"""Track, Train, Bake, Cancel and Open Job Log."""
 
 from __future__ import annotations
 
@@ -44,6 +44,22 @@ class _EngineJobOperator:
             return {"CANCELLED"}
         self.report({"INFO"}, f"{self.started} (log: {job.log_path})")
         return {"FINISHED"}
+
+
+class FATE_OT_track_start(_EngineJobOperator, bpy.types.Operator):
+    """Track the video into a FLAME dataset (runs the engine in the background); the result becomes the dataset"""
+
+    bl_idname = "fate.track_start"
+    bl_label = "Track"
+    verb, started = "track", "Tracking started"
+
+    def job_config(self, context):
+        st = context.scene.fate
+        video = job_config.check_video_path(bpy.path.abspath(st.video_path))
+        dataset = job_config.track_dataset_dir(video, bpy.path.abspath(st.dataset_dir))
+        head_model = job_config.resolve_head_model(preferences.flame_dir(context))
+        return job_config.track_config(video, dataset, head_model, device=preferences.device(context),
+                                       resume=st.resume), dataset
 
 
 class FATE_OT_train_start(_EngineJobOperator, bpy.types.Operator):
@@ -134,4 +150,4 @@ class FATE_OT_job_log_open(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (FATE_OT_train_start, FATE_OT_bake_start, FATE_OT_job_cancel, FATE_OT_job_log_open)
+CLASSES = (FATE_OT_track_start, FATE_OT_train_start, FATE_OT_bake_start, FATE_OT_job_cancel, FATE_OT_job_log_open)

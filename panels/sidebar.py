@@ -56,7 +56,12 @@ class FATE_PT_avatar(_FateSidebar, bpy.types.Panel):
         running = job_runtime.active_job() is not None
 
         box = layout.box()
-        box.label(text="1. Dataset", icon="FILE_MOVIE")
+        box.label(text="0. Video", icon="FILE_MOVIE")
+        box.prop(st, "video_path", text="Video")
+        box.operator("fate.track_start", icon="TRACKING")
+
+        box = layout.box()
+        box.label(text="1. Dataset", icon="FILE_FOLDER")
         box.prop(st, "dataset_dir", text="Dataset")
         box.prop(st, "avatar_dir", text="Avatar")
 

@@ -30,7 +30,8 @@ from pathlib import Path
 from ..errors import SetupError
 
 __all__ = ["DEMO_HEAD", "resolve_head_model", "check_dataset_dir", "check_avatar_dir",
-           "train_config", "bake_config", "FLAME_DOWNLOAD_URL", "SCHEMA_PATH", "load_schema",
+           "train_config", "bake_config", "track_config", "check_video_path", "track_dataset_dir",
+           "FLAME_DOWNLOAD_URL", "SCHEMA_PATH", "load_schema",
            "validate_config"]
 
 DEMO_HEAD = "demo"
@@ -132,6 +133,41 @@ def train_config(dataset: str | Path, output: str | Path, head_model: str, *, de
         cfg["steps"] = int(steps)
     cfg.update(extra or {})
     validate_config("train", cfg)
+    return cfg
+
+
+def check_video_path(video_path: str) -> Path:
+    """The video file (or frames folder) for Track.
+
+    Raises:
+        SetupError: not set or missing.
+    """
+    if not video_path:
+        raise SetupError("Pick a video first (FATE sidebar > 0. Video).")
+    path = Path(os.path.expanduser(video_path))
+    if not path.exists():
+        raise SetupError(f"Video '{path}' does not exist.")
+    return path
+
+
+def track_dataset_dir(video: Path, dataset_dir: str) -> Path:
+    """Where Track writes: the dataset folder if one is set, else ``<video name>_dataset`` beside it."""
+    if dataset_dir:
+        return Path(os.path.expanduser(dataset_dir))
+    return video.parent / f"{video.stem}_dataset"
+
+
+def track_config(video: str | Path, output: str | Path, head_model: str, *, device: str = "auto",
+                 resume: bool = False, extra: dict | None = None) -> dict:
+    """The ``track`` job configuration (engine ``TrackConfig`` keys).
+
+    Raises:
+        SetupError: a key or value does not fit the engine's schema (:func:`validate_config`).
+    """
+    cfg = {"video": str(video), "output": str(output), "head_model": head_model, "device": device.lower(),
+           "resume": bool(resume)}
+    cfg.update(extra or {})
+    validate_config("track", cfg)
     return cfg
 
 

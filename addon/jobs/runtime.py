@@ -120,6 +120,16 @@ def _report(level: str, message: str) -> None:
         pass  # operator not registered (tests) or no context
 
 
+def apply_tracked_video(scene: bpy.types.Scene, event: dict) -> None:
+    """A finished ``track`` job: its dataset becomes step 1's, the video's frame rate the scene's."""
+    if event.get("dataset"):
+        scene.fate.dataset_dir = str(event["dataset"])
+    fps = _num(event.get("fps"))
+    if fps > 0:
+        scene.render.fps = max(1, int(round(fps)))
+        scene.render.fps_base = scene.render.fps / fps
+
+
 def apply_event(scene: bpy.types.Scene, job: Job, event: dict) -> str | None:
     """Applies one worker event to ``scene.fate`` and the UI (main thread only).
 
@@ -157,7 +167,10 @@ def apply_event(scene: bpy.types.Scene, job: Job, event: dict) -> str | None:
     elif etype == "done":
         st.job_state = "DONE"
         st.progress = 1.0
-        what = {"train": "Training finished: bake the avatar next",
+        if job.kind == "track":
+            apply_tracked_video(scene, event)
+        what = {"track": "Tracking finished: the dataset is set, train the avatar next",
+                "train": "Training finished: bake the avatar next",
                 "bake": "Baking finished: import the avatar next",
                 "install": "Engine installed"}.get(job.kind, f"{job.kind} finished")
         st.job_message = what

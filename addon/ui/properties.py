@@ -23,6 +23,8 @@ JOB_STATES = (
 class FATE_PG_scene(bpy.types.PropertyGroup):
     """Per-scene FATE settings and the state of the current worker job."""
 
+    video_path: StringProperty(name="Video", subtype="FILE_PATH",
+                               description="Portrait video (or a folder of frames) to track into a dataset")
     dataset_dir: StringProperty(name="Dataset", subtype="DIR_PATH",
                                 description="Tracked video folder (INSTA or IMavatar layout)")
     avatar_dir: StringProperty(name="Avatar", subtype="DIR_PATH",

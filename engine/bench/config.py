@@ -12,7 +12,8 @@ class BenchConfig:
 
     suite: str = "raster"
     """comma-separated: raster, render (forward-only FPS), densify, train, bake, fate (round-1 vs
-    FATE-code training settings), binding (hard/soft binding × sampling/temporal densification)"""
+    FATE-code training settings), binding (hard/soft binding × sampling/temporal densification),
+    track (tracker accuracy and speed)"""
     dataset: str = ""
     """dataset for the fate and binding suites (default: the synthetic sequence of ``frames`` × ``resolution``)"""
     steps: int = 1500

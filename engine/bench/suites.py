@@ -6,6 +6,9 @@ Suites:
 - ``densify``: sampling (FATE §3.2) vs threshold (3DGS) densification at equal iterations on the
   synthetic demo sequence: held-out PSNR and final Gaussian count.
 - ``train``: training iterations/s, wall time, peak GPU memory and held-out PSNR for a schedule.
+- ``track``: the tracker (issue 13) on the synthetic demo sequence's frames (errors against its
+  exact parameters, landmark-only and with the photometric refinement) and the speed target: a
+  400-frame 640x480 clip (a public-domain portrait moved by similarity transforms) tracked at 512².
 - ``bake``: neural baking of the ``train`` suite's avatar (trained first if missing) with
   ``init=direct``, ``init=direct`` appearance-only and ``init=noise``: bake time, held-out PSNR
   before/after (the cost of baking) and colour-map total variation vs the direct per-texel fit.
@@ -126,6 +129,70 @@ def bench_bake(avatar: Path, work: Path, cfg: BenchConfig, device: str) -> list[
     return rows
 
 
+def _frames_folder(dataset: Path, folder: Path) -> Path:
+    """The dataset's images composited over white, as a folder of frames (the tracker's input)."""
+    from engine.data import load_sequence
+    from engine.io.images import write_png
+
+    seq = load_sequence(dataset)
+    for i in range(len(seq)):
+        write_png(folder / f"{seq.frame_names[i]}.png", seq.load_image(i, (1.0, 1.0, 1.0))[0].numpy())
+    return folder
+
+
+def _portrait_clip(folder: Path, frames: int, size=(640, 480)) -> Path:
+    """``frames`` frames of matplotlib's Grace Hopper portrait (public domain) under slow similarity
+    transforms (±8° roll, 0.8–1.0 scale, a little drift)."""
+    import math
+
+    import cv2
+    import imageio.v3 as iio
+    import matplotlib
+
+    src = iio.imread(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    folder.mkdir(parents=True, exist_ok=True)
+    W, H = size
+    for i in range(frames):
+        t = i / max(frames - 1, 1)
+        M = cv2.getRotationMatrix2D((256.0, 250.0), 8 * math.sin(2 * math.pi * 2 * t), 0.8 + 0.2 * t)
+        M[:, 2] += [W / 2 - 256 + 30 * math.sin(2 * math.pi * t), H / 2 - 250]
+        iio.imwrite(folder / f"{i:05d}.jpg", cv2.warpAffine(src, M, (W, H), borderValue=(90, 110, 120)))
+    return folder
+
+
+def bench_track(dataset: Path, work: Path, cfg: BenchConfig) -> list[dict]:
+    """Tracker rows: accuracy on the synthetic demo frames (landmarks only / refined) and the
+    400-frame speed run."""
+    from engine.data import load_sequence
+    from engine.model.resolve import resolve_head_model
+    from engine.track.accuracy import tracking_errors
+    from engine.track.config import TrackConfig
+    from engine.track.pipeline import run_track
+
+    frames = _frames_folder(dataset, work / "track_frames")
+    truth = load_sequence(dataset)
+    head = resolve_head_model("demo")
+    rows = []
+    for refine in (False, True):
+        out = work / f"tracked_{'refined' if refine else 'landmarks'}"
+        t0 = time.time()
+        run_track(TrackConfig(video=str(frames), output=str(out), resolution=256, refine=refine, overlay=False,
+                              device=cfg.device, threads=1))
+        err = tracking_errors(truth, load_sequence(out), head)
+        err.pop("rotation_deg_per_frame")
+        rep = json.loads((out / "tracking" / "report.json").read_text())
+        rows.append({"run": f"synthetic demo {cfg.frames} frames → 256², {'refined' if refine else 'landmarks'}",
+                     **err, "landmark_px": rep["landmark_error_px"]["mean"], "seconds": round(time.time() - t0, 1)})
+    clip = _portrait_clip(work / "track_clip", 400)
+    t0 = time.time()
+    run_track(TrackConfig(video=str(clip), output=str(work / "tracked_clip"), resolution=512, device=cfg.device,
+                          threads=1))
+    rep = json.loads((work / "tracked_clip" / "tracking" / "report.json").read_text())
+    rows.append({"run": "400 frames 640x480 → 512² (speed target ≤ 300 s)", "landmark_px": rep["landmark_error_px"]["mean"],
+                 "seconds": round(time.time() - t0, 1), "stages": rep["seconds"]})
+    return rows
+
+
 def run_bench(cfg: BenchConfig, sink=None) -> dict:
     """Runs the requested suites and prints markdown tables on stderr (and JSON to ``out``)."""
     from engine.demo.config import SyntheticConfig
@@ -140,7 +207,7 @@ def run_bench(cfg: BenchConfig, sink=None) -> dict:
                      "torch": torch.__version__}
     suites = [s.strip() for s in cfg.suite.split(",") if s.strip()]
     dataset = None
-    if any(s in ("densify", "train", "bake") for s in suites) or (
+    if any(s in ("densify", "train", "bake", "track") for s in suites) or (
             any(s in ("fate", "binding") for s in suites) and not cfg.dataset):
         dataset = work / f"synthetic_{cfg.resolution}"
         if not (dataset / "transforms_train.json").exists():
@@ -158,6 +225,8 @@ def run_bench(cfg: BenchConfig, sink=None) -> dict:
         if device == "cuda":
             row["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         results["train"] = [row]
+    if "track" in suites:
+        results["track"] = bench_track(dataset, work, cfg)
     if "bake" in suites:
         avatar = work / "avatar_train"
         if not (avatar / "avatar.json").exists():

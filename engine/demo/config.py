@@ -46,6 +46,11 @@ class DemoConfig:
     """CPU threads for torch (train, bake, eval); presets: cpu/test 1 (a second thread gains ~1.4×
     on an idle 2-core machine but loses ~3× as soon as another process shares it), cuda: torch's
     default"""
+    track: bool = True
+    """go through the video: Cycles frames → subject.mp4 → python -m engine track → train on the tracked
+    parameters (false: train on the exact parameters, the reference the closing note compares with)"""
+    refine_test_steps: int = 60
+    """Adam steps per test frame of the refined test PSNR (eval --refine_test_tracking)"""
     blender_python: str = ""
     """Python with the bpy module for the Blender stages (default: this interpreter)"""
     seed: int = 0
@@ -59,12 +64,22 @@ PRESETS: dict[str, dict[str, int]] = {
     "cuda": dict(frames=150, resolution=512, samples=32, texture_resolution=2048, steps=6000,
                  uv_resolution=256, densify_count=5000, bake_resolution=512, bake_steps=1500,
                  bake_channels=32, turntable_frames=96),
-    "test": dict(frames=20, resolution=64, samples=8, texture_resolution=256, steps=150,
+    "test": dict(frames=20, resolution=128, samples=8, texture_resolution=256, steps=150,
                  uv_resolution=64, densify_count=300, bake_resolution=128, bake_steps=30,
                  bake_channels=8, turntable_frames=6, threads=1),
 }
 """Defaults per preset; "cpu" fits the 15-minute budget of a 2-core CPU. Maps are twice the UV
 sampling resolution of the initial Gaussians, FATE's ratio (512² maps for 256² sampling)."""
+
+TRACK_PRESETS: dict[str, dict] = {
+    "cpu": dict(rigid_steps=200, fit_steps=400, refine_avatar_steps=300, refine_frame_steps=20,
+                refine_resolution=128, refine_uv_resolution=96),
+    "cuda": dict(rigid_steps=300, fit_steps=600, refine_rounds=2, refine_avatar_steps=1500, refine_frame_steps=60,
+                 refine_resolution=256, refine_uv_resolution=160),
+    "test": dict(rigid_steps=60, fit_steps=100, refine_avatar_steps=40, refine_frame_steps=5,
+                 refine_resolution=64, refine_uv_resolution=48),
+}
+"""The tracker's settings per preset (``python -m engine track`` flags)."""
 
 
 @dataclass

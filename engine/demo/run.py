@@ -9,7 +9,10 @@
 2. ``cycles``   — Blender (``python -m addon.demo cycles``) builds the rigged, textured head
    with the add-on's own rig builder, keys the sequence and renders every frame with **Cycles**
    on the CPU (transparent film, soft light, Standard view transform);
-3. ``dataset``  — the renders and the exact parameters in the INSTA layout (last fifth = test);
+3. ``dataset``  — the renders and the exact parameters in the INSTA layout (``dataset_exact/``, last
+   fifth = test); then, as a phone would film it, the Cycles frames become ``work/subject.mp4``
+   (``video``) and ``python -m engine track`` recovers the parameters from it (``track``, issue 13)
+   into ``dataset/``, which training uses (``--track false``: the exact parameters instead);
 4. ``train``    — :func:`engine.train.trainer.train`;
 5. ``bake``     — :func:`engine.bake.baker.bake` with ``init="direct"`` (converges within the CPU budget);
 6. ``eval``     — PSNR/SSIM of the trained and the baked avatar on the test frames;
@@ -61,7 +64,7 @@ EXTENSION_ID = "fate_avatar"
 
 
 # ---------------------------------------------------------------------- the job
-OUTPUT_DIRS = ("subject", "dataset", "avatar", "renders", "logs", "work")
+OUTPUT_DIRS = ("subject", "dataset", "dataset_exact", "avatar", "renders", "logs", "work")
 """Folders the job writes inside ``out`` (removed at the start of a run, with OUTPUT_FILES)."""
 OUTPUT_FILES = ("metrics.json", "contact_sheet.png", "turntable.mp4", "demo.blend", "demo.blend1")
 
@@ -127,6 +130,81 @@ def _bake_config(cfg: DemoConfig, avatar: Path):
                       checkpoint_every=0, seed=cfg.seed, threads=cfg.threads)
 
 
+def camera_focal(subject: Path) -> float:
+    """The focal length (pixels of the video) of the camera that filmed the subject.
+
+    The main job gives it to the tracker (``--focal``), as a user gives their phone's: with the
+    focal unknown, the tracker's focal search reads the stylised demo head ~35 % short, which turns
+    into tens of millimetres of depth error (docs/benchmarks.md)."""
+    with np.load(Path(subject) / "tracking.npz", allow_pickle=False) as z:
+        return float(z["K"][0][0, 0])
+
+
+def _track_config(cfg: DemoConfig, video: Path, dataset: Path, focal: float):
+    from engine.demo.config import TRACK_PRESETS
+    from engine.track.config import TrackConfig
+
+    return TrackConfig(video=str(video), output=str(dataset), head_model="demo", resolution=cfg.resolution,
+                       focal=focal,
+                       test_fraction=0.2, device=cfg.device, threads=cfg.threads, seed=cfg.seed,
+                       **TRACK_PRESETS[cfg.preset])
+
+
+class SubStageSink:
+    """Forwards a nested job's progress as ``<stage>/<its stage>`` (one bar each) and nothing else."""
+
+    def __init__(self, sink, stage: str):
+        self.sink, self.stage = sink, stage
+
+    def progress(self, stage: str, step: int, total: int, **metrics) -> None:
+        if self.sink is not None:
+            self.sink.progress(f"{self.stage}/{stage}", step, total, **metrics)
+
+    def log(self, message: str, level: str = "info") -> None:
+        if self.sink is not None:
+            self.sink.log(message, level)
+
+
+def write_subject_video(renders: Path, path: Path, fps: int = 25) -> Path:
+    """The Cycles frames over a white background as an H.264 .mp4 (the phone video of the subject)."""
+    frames = [(np.clip(load_rgb(p), 0, 1) * 255 + 0.5).astype(np.uint8) for p in sorted(Path(renders).glob("*.png"))]
+    write_mp4(path, frames, fps=fps)
+    return path
+
+
+def demo_albedo(head):
+    """The demo head's albedo (the landmark embedding renders the template with it)."""
+    from engine.demo.texture import albedo_texture
+
+    return albedo_texture(head, 512)
+
+
+def tracking_metrics(exact: Path, tracked: Path) -> dict:
+    """The tracker's errors against the exact parameters (engine.track.accuracy) and its report's
+    landmark error (pixels of the tracked images)."""
+    from engine.data import load_sequence
+    from engine.model.demo_head import build_demo_head
+    from engine.track.accuracy import tracking_errors
+
+    err = tracking_errors(load_sequence(exact), load_sequence(tracked), build_demo_head())
+    rep = json.loads((tracked / "tracking" / "report.json").read_text())
+    return {**err, "landmark_error_px": rep["landmark_error_px"]["mean"],
+            "landmark_error_px_p95": rep["landmark_error_px"]["p95"], "focal_px": rep["focal_px"],
+            "frames_without_face": rep["frames_without_face"], "seconds": rep["seconds"]}
+
+
+def refined_test_metrics(avatar: Path, dataset: Path, device, steps: int) -> dict:
+    """Test PSNR/SSIM with --refine_test_tracking (the optimistic figure, beside the plain one)."""
+    from engine.evaluate.config import EvalConfig
+    from engine.evaluate.evaluate import REFINED_KEY, run_eval
+
+    m = run_eval(EvalConfig(avatar=str(avatar), dataset=str(dataset), refine_test_tracking=True,
+                            refine_steps=steps, device=str(device.type), out=str(avatar / "metrics_test_refined.json")))
+    r = m[REFINED_KEY]
+    return {"psnr": round(float(r["psnr"]), 3), "ssim": round(float(r["ssim"]), 4), "protocol": r["protocol"],
+            "steps": steps}
+
+
 def run_demo(cfg: DemoConfig, sink=None, cancel=None) -> dict:
     """Runs the main job (module doc) and writes ``cfg.out``.
 
@@ -150,12 +228,14 @@ def run_demo(cfg: DemoConfig, sink=None, cancel=None) -> dict:
 def _run_demo(cfg: DemoConfig, out: Path, sink, cancel) -> dict:
     from engine.bake.baker import bake
     from engine.device import resolve_device
+    from engine.track.pipeline import run_track
     from engine.train.trainer import train
 
     device = resolve_device(cfg.device)
     clear_outputs(out)
     work, logs, renders = out / "work", out / "logs", out / "renders"
     subject, dataset, avatar = out / "subject", out / "dataset", out / "avatar"
+    exact = out / "dataset_exact"
     py = blender_python(cfg)
     st = StageClock(sink, cancel)
     t_start = time.time()
@@ -175,10 +255,24 @@ def _run_demo(cfg: DemoConfig, out: Path, sink, cancel) -> dict:
                             "cycles", logs / "cycles.log", sink, cancel)
     st.end()
 
-    # 3. dataset ---------------------------------------------------------------------------
+    # 3. dataset: the video through the tracker (or the exact parameters) ------------------
     st.start("dataset")
-    write_dataset(dataset, subject, work / "cycles")
+    write_dataset(exact, subject, work / "cycles")
     st.end(1)
+    tracking = None
+    if cfg.track:
+        st.start("video", 1)
+        video = write_subject_video(work / "cycles", work / "subject.mp4")
+        st.end(1)
+        st.start("track")
+        track_cfg = _track_config(cfg, video, dataset, camera_focal(subject))
+        run_track(track_cfg, SubStageSink(sink, "track"), cancel, albedo_for=demo_albedo)
+        st.end(1)
+        tracking = tracking_metrics(exact, dataset)
+    else:
+        import shutil
+
+        shutil.copytree(exact, dataset)
 
     # 4-5. train + bake --------------------------------------------------------------------
     st.start("train", cfg.steps)
@@ -204,6 +298,7 @@ def _run_demo(cfg: DemoConfig, out: Path, sink, cancel) -> dict:
         for n, img in zip(names, imgs):
             write_png(renders / folder / f"{n}.png", img)
     m_trained, m_baked = image_metrics(trained, gts), image_metrics(baked, gts)
+    m_refined = refined_test_metrics(avatar, dataset, device, cfg.refine_test_steps)
     st.end(3)
 
     # 7. extension -------------------------------------------------------------------------
@@ -253,17 +348,19 @@ def _run_demo(cfg: DemoConfig, out: Path, sink, cancel) -> dict:
         "cpu_count": os.cpu_count(), "torch": torch.__version__, "rasterizer": default_backend(device),
         "frames": cfg.frames, "test_frames": len(names), "resolution": cfg.resolution,
         "num_gaussians": int(n_gauss),
-        "test": {"trained": m_trained, "baked": m_baked, "blender": m_blender},
+        "test": {"trained": m_trained, "baked": m_baked, "blender": m_blender, "trained_refined": m_refined},
+        "tracking": tracking,
         "blender_vs_engine": {"baked": parity_baked, "edited": parity_edited},
         "edit": {"logo_uv_box": info["logo_uv_box"], "texels": fin.get("logo_texels")},
         "seconds": {**st.seconds, "total": round(time.time() - t_start, 1)},
         "cycles": {"samples": cfg.samples, "seconds": cyc.get("seconds")},
         "outputs": {"contact_sheet": "contact_sheet.png", "turntable": "turntable.mp4", "blend": "demo.blend",
-                    "renders": "renders/", "avatar": "avatar/", "dataset": "dataset/"},
+                    "renders": "renders/", "avatar": "avatar/", "dataset": "dataset/",
+                    "dataset_exact": "dataset_exact/", "video": "work/subject.mp4" if cfg.track else None},
         "contact_sheet_columns": ["ground truth (Cycles)", "avatar", "baked", "edited (Blender)"],
         "contact_sheet_frames": [names[i] for i in pick],
     }
     write_json(out / "metrics.json", metrics)
-    return {"out": str(out), "psnr_trained": m_trained["psnr"], "psnr_baked": m_baked["psnr"],
+    return {"out": str(out), "psnr_trained": m_trained["psnr"], "psnr_trained_refined": m_refined["psnr"], "psnr_baked": m_baked["psnr"],
             "psnr_blender": m_blender["psnr"], "psnr_blender_vs_engine": parity_edited["psnr"],
             "minutes": round((time.time() - t_start) / 60, 2)}

@@ -68,7 +68,12 @@ class EvalConfig:
     """metrics file (default: <avatar>/metrics_<split>.json)"""
     force: bool = False
     """use a head model or maps that do not match the avatar's records (experts only)"""
+    refine_test_tracking: bool = False
+    """also report metrics after fitting each evaluated frame's pose and expression to its image with the
+    avatar frozen (IMavatar/PointAvatar protocol; the optimistic figure, reported beside the plain one)"""
+    refine_steps: int = 60
+    """Adam steps per frame of --refine_test_tracking"""
 
     def __post_init__(self) -> None:
         _check_texel_stride(self.texel_stride)
-        check_ranges(self, unit_interval=("background",))
+        check_ranges(self, unit_interval=("background",), at_least_one=("refine_steps",))

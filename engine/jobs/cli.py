@@ -1,10 +1,10 @@
 """The command line of the engine: ``python -m engine <verb> ...``, one table of verbs.
 
-Long jobs (train, bake, render, eval, synth, bench, demo) take ``--config job.json`` and/or one
+Long jobs (track, train, bake, render, eval, synth, bench, demo) take ``--config job.json`` and/or one
 flag per config field, and ``--events jsonl|tqdm|none`` (jsonl for the Blender add-on: one JSON
 event per stdout line, docs/PROTOCOL.md; tqdm progress bars for people, the default on a
 terminal). They run under :func:`engine.jobs.protocol.run_job`. Short commands (model-info,
-demo-head, check, edit, schema) print JSON and return an exit code.
+demo-head, check, edit, schema, landmarks) print JSON and return an exit code.
 
 Adding a verb is one entry in :data:`VERBS`. Importing this module imports no torch: job configs
 are torch-free dataclasses and each runner imports its job when it is called.
@@ -26,6 +26,7 @@ from engine.bake.config import BakeConfig
 from engine.evaluate.config import EvalConfig, RenderConfig
 from engine.jobs import commands
 from engine.jobs.config import add_arguments, apply_arguments, load_json
+from engine.track.config import TrackConfig
 from engine.train.config import TrainConfig
 
 DEV_ONLY_MESSAGE = ("'{verb}' is a developer command: it needs the repository checkout (engine/demo and "
@@ -88,6 +89,11 @@ def _eval(cfg, args, sink, cancel) -> dict:
     return metrics
 
 
+def _track(cfg, args, sink, cancel) -> dict:
+    from engine.track.pipeline import run_track
+    return run_track(cfg, sink, cancel, albedo_for=commands.demo_albedo)
+
+
 def _synth(cfg, args, sink, cancel) -> dict:
     from engine.demo.synthetic import write_synthetic_dataset
     from engine.model.resolve import resolve_head_model
@@ -139,6 +145,10 @@ VERBS: list[JobVerb | CommandVerb] = [
     CommandVerb("check", "print torch version, device and rasteriser as JSON", lambda p: None, commands.check),
     CommandVerb("schema", "write the job config schema the Blender add-on checks itself against",
                 commands.schema_arguments, commands.schema),
+    JobVerb("track", "track a portrait video (or a folder of frames) into a FLAME dataset (INSTA layout)",
+            TrackConfig, _track),
+    CommandVerb("landmarks", "write the MediaPipe landmark embedding of a head model (.npz)",
+                commands.landmarks_arguments, commands.landmarks),
     JobVerb("train", "train an avatar on a tracked dataset", TrainConfig, _train),
     JobVerb("render", "render an avatar's frames (or cross-reenact another dataset)", RenderConfig, _render),
     JobVerb("eval", "PSNR/SSIM(/LPIPS) on a split → metrics JSON", EvalConfig, _eval),

@@ -133,3 +133,42 @@ def edit(args: argparse.Namespace) -> int:
         return fail(str(exc))
     print(json.dumps({"edited": str(maps_dir / "color.exr"), "backup": str(backup)}))
     return 0
+
+
+# ---------------------------------------------------------------------- landmarks
+def landmarks_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--head_model", "--head-model", dest="head_model", default="demo",
+                   help="'demo' or a FLAME folder / .pkl / .npz")
+    p.add_argument("--output", required=True, type=Path, help="embedding file to write (.npz)")
+
+
+def demo_albedo(head):
+    """The demo head's own albedo texture (its construction; developer checkout only), else None:
+    the landmark embedding then renders the template in a uniform skin tone."""
+    from engine.model.demo_head import DEMO_HEAD_NAME
+
+    if head.name != DEMO_HEAD_NAME:
+        return None
+    try:
+        from engine.demo.texture import albedo_texture
+    except ModuleNotFoundError:
+        return None
+    return albedo_texture(head, 512)
+
+
+def landmarks(args: argparse.Namespace) -> int:
+    """Computes and writes a head model's landmark embedding (:mod:`engine.track.embedding`)."""
+    from engine.errors import FateError
+    from engine.model.resolve import resolve_head_model
+    from engine.track.embedding import compute_embedding
+
+    try:
+        head = resolve_head_model(args.head_model)
+        albedo = demo_albedo(head)
+        emb = compute_embedding(head.v_template, head.faces, albedo, head.uvs if albedo is not None else None,
+                                head.faces_uv if albedo is not None else None)
+        emb.save(args.output)
+    except FateError as exc:
+        return fail(str(exc))
+    print(json.dumps({"written": str(args.output), "landmarks": len(emb), "head_model": head.name}))
+    return 0

@@ -27,12 +27,13 @@ from typing import Any
 from engine.bake.config import BakeConfig
 from engine.evaluate.config import EvalConfig, RenderConfig
 from engine.jobs.config import field_docs
+from engine.track.config import TrackConfig
 from engine.train.config import TrainConfig
 
 SCHEMA_FORMAT = "fate-job-schema"
 SCHEMA_FORMAT_VERSION = 1
 ADDON_JOBS: dict[str, type] = {"train": TrainConfig, "bake": BakeConfig, "render": RenderConfig,
-                               "eval": EvalConfig}
+                               "eval": EvalConfig, "track": TrackConfig}
 """The verbs whose configs the Blender add-on writes, and their config classes."""
 
 

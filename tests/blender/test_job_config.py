@@ -135,7 +135,21 @@ def _assert_same_fields(shipped: dict, engine: dict, where: str) -> None:
             _assert_same_fields(shipped[key]["fields"], expected["fields"], f"{where}.{key}")
 
 
-@pytest.mark.parametrize("verb", ["train", "bake"])
+def test_track_config_validates_and_names_its_folders(tmp_path):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")
+    assert job_config.check_video_path(str(video)) == video
+    assert job_config.track_dataset_dir(video, "") == tmp_path / "clip_dataset"
+    cfg = job_config.track_config(video, tmp_path / "ds", job_config.DEMO_HEAD, device="CPU", resume=True,
+                                  extra={"resolution": 256, "max_frames": 100})
+    job_config.validate_config("track", cfg)
+    with pytest.raises(SetupError, match="Pick a video"):
+        job_config.check_video_path("")
+    with pytest.raises(SetupError, match="resolution"):
+        job_config.track_config(video, tmp_path / "ds", job_config.DEMO_HEAD, extra={"resolution": "big"})
+
+
+@pytest.mark.parametrize("verb", ["train", "bake", "track"])
 def test_schema_matches_the_engine_dataclasses(verb):
     cls = _engine_config_class(verb)
     _assert_same_fields(SCHEMA["jobs"][verb]["fields"], _engine_fields(cls), verb)

@@ -52,7 +52,8 @@ def test_sidebar_draws(registered, state):
         cls.draw(panel, bpy.context)
         ops = [v for k, v in panel.layout.log if k == "operator"]
         if cls is sidebar.FATE_PT_avatar:
-            assert [o for o in ops if o.startswith("fate.")][:4] == ["fate.train_start", "fate.bake_start", "fate.import_avatar", "fate.sync_maps"]
+            assert [o for o in ops if o.startswith("fate.")][:5] == ["fate.track_start", "fate.train_start", "fate.bake_start",
+                                                               "fate.import_avatar", "fate.sync_maps"]
         if cls is sidebar.FATE_PT_job and state != "IDLE":
             assert "fate.job_cancel" in ops and "fate.job_log_open" in ops
     prefs_cls = submodule("addon.ui.preferences").FATE_AddonPreferences
@@ -85,6 +86,8 @@ def test_sidebar_with_an_unbaked_avatar(registered, tmp_path):
     assert ops[:3] == ["fate.preset_save", "fate.preset_apply", "fate.preset_delete"]
     assert "fate.expression_neutral" in ops and "fate.look_at_add" in ops
     assert ("prop", "mute") in panel.layout.log and ("prop", "action_blend_type") in panel.layout.log
+
+
 @pytest.mark.parametrize("view", ["Standard", "AgX"])
 def test_render_panel_names_the_view_and_the_native_status(registered, view):
     render = submodule("panels.render")
@@ -110,3 +113,16 @@ def test_render_panel_names_the_view_and_the_native_status(registered, view):
     assert "fate.export_splats" in ops
     bpy.ops.fate.use_standard_view()
     assert scene.view_settings.view_transform == "Standard"
+
+
+def test_finished_track_job_sets_the_dataset_and_the_scene_frame_rate(registered):
+    """Step 0 → step 1: the ``done`` event of a track job names the dataset and the video's rate."""
+    runtime = submodule("addon.jobs.runtime")
+    scene = bpy.context.scene
+    scene.fate.dataset_dir = ""
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    job = type("J", (), {"kind": "track", "error": None, "log_path": None})()
+    runtime.apply_event(scene, job, {"type": "done", "dataset": "/tmp/clip_dataset", "fps": 29.97})
+    assert scene.fate.dataset_dir == "/tmp/clip_dataset"
+    assert scene.render.fps == 30 and abs(scene.render.fps / scene.render.fps_base - 29.97) < 1e-4
+    assert scene.fate.job_state == "DONE"

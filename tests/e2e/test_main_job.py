@@ -1,5 +1,5 @@
-"""The main job end to end, shortened (``--preset test``: 20 frames at 64², a short training and
-bake, a 6-frame turntable): Cycles ground truth → train → bake → extension build/install →
+"""The main job end to end, shortened (``--preset test``: 20 frames at 128², a short tracking, training and
+bake, a 6-frame turntable): Cycles ground truth → subject.mp4 → track → train on the tracked parameters → bake → extension build/install →
 Import Avatar → logo stamp → Sync Maps → FATE Splats renders → metrics, contact sheet, video,
 demo.blend. The same code path as ``python -m engine demo --out out/demo``; about 15 s on an idle
 2-core CPU (a few minutes when other processes share the cores).
@@ -28,7 +28,8 @@ _missing = [m for m in ("torch", "bpy", "imageio_ffmpeg") if importlib.util.find
 needs_all = pytest.mark.skipif(bool(_missing), reason=f"the main job needs {_missing} (bash .ci/setup installs them)")
 
 # Stage names, in order, with one progress bar each.
-STAGES = ["subject", "cycles", "dataset", "train", "bake", "eval", "extension", "blender", "report"]
+STAGES = ["subject", "cycles", "dataset", "video", "track", "train", "bake", "eval", "extension", "blender",
+          "report"]
 
 
 def _env() -> dict:
@@ -75,8 +76,8 @@ def test_progress_per_stage(demo):
     _, events, m = demo
     stages = []
     for ev in events:
-        if ev["type"] == "progress" and ev["stage"] not in stages:
-            stages.append(ev["stage"])
+        if ev["type"] == "progress" and ev["stage"] not in stages and "/" not in ev["stage"]:
+            stages.append(ev["stage"])  # "track/fit" etc. are the tracker's own bars
     assert stages == STAGES
     for s in STAGES:
         last = [ev for ev in events if ev["type"] == "progress" and ev["stage"] == s][-1]
@@ -101,6 +102,16 @@ def test_metrics(demo):
     assert m["blender_vs_engine"]["baked"]["psnr"] >= 35.0
     assert m["blender_vs_engine"]["edited"]["psnr"] >= 35.0
     assert m["num_gaussians"] > 1000 and m["device"] in ("cpu", "cuda")
+    # trained on the tracked parameters (issue 13): plain and refined test PSNR are both reported;
+    # the refined one fits each test frame's pose and expression with the avatar frozen
+    assert t["trained_refined"]["psnr"] >= t["trained"]["psnr"] - 0.5 and "IMavatar" in t["trained_refined"]["protocol"]
+    tr = m["tracking"]
+    assert tr["frames"] == m["frames"] and tr["frames_without_face"] == 0
+    # 20 frames at 128² through H.264 and MediaPipe, ±30° of yaw in 20 frames (measured: 3.5° rotation,
+    # 4° jaw, 23 mm; the full run's targets are 2° / 3°); these bounds fail a tracker that under-reads
+    # the turns as the 2D-only fit did (10°), lost the head or mirrored it
+    assert tr["rotation_deg_aligned"] < 6.0 and tr["jaw_deg"] < 10.0 and tr["translation_mm"] < 60.0, tr
+    assert tr["landmark_error_px"] < 4.0, tr
     done = events[-1]
     assert done["psnr_trained"] == t["trained"]["psnr"]
 

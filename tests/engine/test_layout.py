@@ -106,6 +106,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
                     "engine.train.losses"),
     "engine.evaluate": (*_LOW, "engine.data", "engine.raster", "engine.model", "engine.avatar_folder",
                         "engine.maps", "engine.image_ops", "engine.vgg"),
+    "engine.track": (*_LOW, "engine.data", "engine.raster", "engine.model", "engine.avatar_folder", "engine.train",
+                     "engine.image_ops", "engine.vgg"),
 }
 """Room → what it may import besides itself and OPEN (docs/ARCHITECTURE.md). ``engine.jobs``,
 ``engine.demo`` and ``engine.bench`` are the top and may import any room."""
@@ -150,7 +152,7 @@ def test_cli_and_configs_start_without_torch():
     """The worker's first event must not wait for torch: the verb table, every job config and the
     schema import without it."""
     code = ("import sys, engine.jobs.cli, engine.jobs.schema, engine.train.config, engine.bake.config, "
-            "engine.evaluate.config; sys.exit(1 if 'torch' in sys.modules else 0)")
+            "engine.evaluate.config, engine.track.config; sys.exit(1 if 'torch' in sys.modules else 0)")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env).returncode == 0
 
