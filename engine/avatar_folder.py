@@ -16,6 +16,9 @@ file                           content                                      writ
 ``tracking.npz``               per-frame FLAME parameters and cameras       :meth:`AvatarFolder.save`
 ``blender/head.npz``           head for Import Avatar (Δ folded in)         :meth:`AvatarFolder.save`
 ``blender/bindings.npz``       Gaussian face / barycentric / UV             :meth:`AvatarFolder.save`
+``visibility.safetensors``     how much the training views saw each         ``engine.model.visibility``
+                               Gaussian / face / vertex, [0, 1]
+``maps_seen.safetensors``      the baked maps before full-head completion   ``engine.bake.pseudo_views``
 ``checkpoints/last.*``         resumable training state                     ``engine.train.checkpoint``
 ``maps/``                      baked UV maps + ``maps.json``                ``engine.maps.write_maps``
 ``bakenet.safetensors``        BakeNet weights and input                    ``engine.bake``
@@ -63,6 +66,8 @@ class AvatarFolder:
     BLENDER_HEAD = "blender/head.npz"
     BLENDER_BINDINGS = "blender/bindings.npz"
     MAPS = "maps"
+    VISIBILITY = "visibility.safetensors"
+    MAPS_SEEN = "maps_seen.safetensors"
     BAKENET = "bakenet.safetensors"
     MAPS_CHECKPOINT = "maps_checkpoint.safetensors"
     CHECKPOINT_TENSORS = "checkpoints/last.safetensors"

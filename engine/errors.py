@@ -38,3 +38,8 @@ class CancelledError(FateError):
 
 class DemoError(FateError):
     """A stage of the main job failed (the message names the stage and its log file)."""
+
+
+class CompletionError(FateError):
+    """A full-head completion generator (``--completion_generator module:function``) cannot be
+    loaded or returned images of the wrong size, type or with NaN (the message names it)."""

@@ -15,6 +15,11 @@ offset     1    meters along the unit face normal               Non-Color
 
 A Gaussian takes the bilinearly interpolated (clamp-to-edge) value at its UV coordinate.
 Files: one float32 OpenEXR per map, an 8-bit PNG preview, and ``maps.json``.
+
+Besides the five attribute maps, a bake writes the ``visibility`` map (1 channel, Non-Color,
+[0, 1]: how well the training views saw that part of the surface, ``engine.model.visibility``;
+0 = invented by the full-head completion). It is for artists and never feeds the splats
+(:data:`AUX_MAP_SPECS`).
 """
 
 from __future__ import annotations
@@ -55,6 +60,13 @@ MAP_SPECS: dict[str, MapSpec] = {
     "rotation": MapSpec("rotation", 3, "Non-Color", "axis-angle in the face frame, radians", (-math.pi, math.pi)),
     "offset": MapSpec("offset", 1, "Non-Color", "meters along the face normal", (-0.01, 0.01)),
 }
+
+AUX_MAP_SPECS: dict[str, MapSpec] = {
+    "visibility": MapSpec("visibility", 1, "Non-Color", "how well the training views saw it, [0, 1]", (0.0, 1.0)),
+}
+"""Maps written next to the attribute maps that do not drive the Gaussians."""
+
+ALL_MAP_SPECS: dict[str, MapSpec] = {**MAP_SPECS, **AUX_MAP_SPECS}
 
 
 def sample_maps(maps: dict[str, Tensor], uv: Tensor) -> dict[str, Tensor]:
@@ -126,7 +138,7 @@ def set_gaussians_from_maps(gaussians, maps: dict[str, Tensor], uv: Tensor) -> N
     from engine.geometry.rotations import axis_angle_to_quaternion
     from engine.model.gaussians import SH_C0, inverse_sigmoid
 
-    vals = sample_maps({k: v.to(uv.device) for k, v in maps.items()}, uv)
+    vals = sample_maps({k: v.to(uv.device) for k, v in maps.items() if k in MAP_SPECS}, uv)
     g = gaussians
     if "color" in vals:
         g.sh0.data = (vals["color"].clamp(0, 1) - 0.5) / SH_C0
@@ -198,7 +210,7 @@ def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = Non
     entries = {}
     res = None
     for name, m in maps.items():
-        spec = MAP_SPECS[name]
+        spec = ALL_MAP_SPECS[name]
         arr = m.detach().cpu().float().numpy()
         if arr.ndim == 2:
             arr = arr[..., None]
@@ -244,9 +256,9 @@ def load_maps(maps_dir: Path, names=None) -> tuple[dict[str, Tensor], dict]:
     for name, entry in manifest["maps"].items():
         if names is not None and name not in names:
             continue
-        spec = MAP_SPECS.get(name)
+        spec = ALL_MAP_SPECS.get(name)
         if spec is None:
-            raise MapsError(f"{mpath}: unknown map {name!r}; known: {sorted(MAP_SPECS)}")
+            raise MapsError(f"{mpath}: unknown map {name!r}; known: {sorted(ALL_MAP_SPECS)}")
         fpath = maps_dir / entry["file"]
         if not fpath.exists():
             raise MapsError(f"{fpath} is missing (listed in {mpath})")

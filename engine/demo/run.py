@@ -50,6 +50,7 @@ from engine.demo.report import (
 )
 from engine.demo.stages import REPO, StageClock, blender_python, run_stage_process
 from engine.demo.subject import write_subject
+from engine.demo.views import back_view_row, run_full_head_stage, run_views_stage
 from engine.errors import ConfigError
 from engine.io.video import check_video_writer, write_mp4
 
@@ -123,7 +124,7 @@ def _bake_config(cfg: DemoConfig, avatar: Path):
 
     return BakeConfig(avatar=str(avatar), resolution=cfg.bake_resolution, steps=cfg.bake_steps,
                       init="direct", base_channels=cfg.bake_channels,
-                      depth=unet_depth(cfg.bake_resolution), device=cfg.device,
+                      depth=unet_depth(cfg.bake_resolution), device=cfg.device, full_head_steps=cfg.full_head_steps,
                       checkpoint_every=0, seed=cfg.seed, threads=cfg.threads)
 
 
@@ -166,6 +167,7 @@ def run_demo(cfg: DemoConfig, sink=None, cancel=None) -> dict:
     cyc = run_stage_process([py, "-m", "addon.demo", "cycles", "--config", str(work / "cycles.json")],
                             "cycles", logs / "cycles.log", sink, cancel)
     st.end()
+    views_dir = run_views_stage(cfg, subject, work, logs, py, st, sink, cancel)  # 360° ground truth (issue 16)
 
     # 3. dataset ---------------------------------------------------------------------------
     st.start("dataset")
@@ -179,6 +181,8 @@ def run_demo(cfg: DemoConfig, sink=None, cancel=None) -> dict:
     st.start("bake", cfg.bake_steps)
     bake(_bake_config(cfg, avatar), sink, cancel)
     st.end()
+    full_head = run_full_head_stage(_bake_config(cfg, avatar), avatar, work, renders, views_dir, device, st, sink,
+                                    cancel)
 
     # 6. eval ------------------------------------------------------------------------------
     st.start("eval", 3)
@@ -229,8 +233,9 @@ def run_demo(cfg: DemoConfig, sink=None, cancel=None) -> dict:
     sink and sink.progress("report", 1, 3)
     k = max(1, min(cfg.sheet_frames, len(names)))
     pick = np.linspace(0, len(names) - 1, k).round().astype(int)
-    contact_sheet([[gts[i], trained[i], baked[i], bl_edited[i]] for i in pick],
-                  ["ground truth (Cycles)", "avatar", "baked", "edited (Blender)"], out / "contact_sheet.png")
+    contact_sheet([[gts[i], trained[i], baked[i], bl_edited[i]] for i in pick] + [back_view_row(views_dir, renders)],
+                  ["ground truth (Cycles)", "avatar", "baked", "edited (Blender)"], out / "contact_sheet.png",
+                  row_labels=[""] * len(pick) + ["back view (yaw 180): truth | trained | completed | oracle"])
     tt = sorted((renders / "turntable").glob("*.png"))
     write_mp4(out / "turntable.mp4", [(np.clip(load_rgb(p), 0, 1) * 255 + 0.5).astype(np.uint8) for p in tt])
     sink and sink.progress("report", 2, 3)
@@ -254,6 +259,8 @@ def run_demo(cfg: DemoConfig, sink=None, cancel=None) -> dict:
                     "renders": "renders/", "avatar": "avatar/", "dataset": "dataset/"},
         "contact_sheet_columns": ["ground truth (Cycles)", "avatar", "baked", "edited (Blender)"],
         "contact_sheet_frames": [names[i] for i in pick],
+        "contact_sheet_back_row": ["ground truth (Cycles)", "trained", "completed", "oracle-completed"],
+        "full_head": full_head,
     }
     write_json(out / "metrics.json", metrics)
     return {"out": str(out), "psnr_trained": m_trained["psnr"], "psnr_baked": m_baked["psnr"],
