@@ -14,7 +14,9 @@ where ``A⁺_f`` is the face's projected area in pixels when the face is turned 
 by more than ``min_cos`` (cos of the angle between its normal and the direction to the camera),
 else the face does not count in that frame. For an opaque, unoccluded surface the Gaussians of a
 face paint about its projected area (every pixel's weights sum to its alpha, 1), so a fully seen
-face scores ≈ 1; an occluded or back-facing face 0; a half-transparent one ≈ its opacity. The
+face scores ≈ 1; an occluded or back-facing face 0. The weights are rendered with every Gaussian
+at opacity :data:`SURFACE_OPACITY` (the head as its closed, opaque surface), so a part that
+training left transparent still counts as seen when the views saw it. The
 face's visibility is the best frame's score (``max_f``): seen once, head-on and unoccluded, is
 seen. Vertices average their faces, and a Gaussian takes the barycentric interpolation of its
 face's vertex values, so the visibility varies smoothly over the surface (and over UV maps).
@@ -48,6 +50,17 @@ VISIBILITY_FILE = "visibility.safetensors"
 MIN_COS = 0.2
 """A face counts in a frame when cos(normal, direction to the camera) exceeds this (~78°)."""
 
+FULL_COS = 0.35
+"""Faces seen at cos >= this (~70° or closer to head-on) count fully; more grazing views count
+linearly less (``min(1, cos / FULL_COS)``): a surface only ever seen edge-on was barely seen."""
+
+SURFACE_OPACITY = 0.99
+"""Opacity every Gaussian gets in the visibility pass: visibility is about the *surface* (the
+closed head occluding itself), not about how opaque training left it."""
+
+RINGS = 3
+"""Vertex neighbourhood (edge rings) over which painted weight and projected area are summed."""
+
 
 @dataclass
 class Visibility:
@@ -66,25 +79,29 @@ class Visibility:
     frames: int
 
 
-def rendered_weights(g: WorldGaussians, camera: Camera, backend: str = "auto") -> Tensor:
+def rendered_weights(g: WorldGaussians, camera: Camera, backend: str = "auto",
+                     opacity: float | None = SURFACE_OPACITY) -> Tensor:
     """Each Gaussian's rendered weight ``wᵢ = Σ_p αᵢ(p) Tᵢ(p)`` in one view (module doc).
 
     Args:
         g: placed Gaussians (any autograd state; they are detached here).
         camera: the view.
         backend: rasteriser ("auto", "torch" or "gsplat").
+        opacity: every Gaussian's opacity for this pass (None = their own).
     Returns:
         weights, pixels (0 for Gaussians that paint nothing). [N] float32
     """
     colors = g.colors.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        out = rasterize(g.means.detach(), g.covars.detach(), g.opacities.detach(), colors, camera,
+        op = g.opacities.detach() if opacity is None else torch.full_like(g.opacities.detach(), float(opacity))
+        out = rasterize(g.means.detach(), g.covars.detach(), op, colors, camera,
                         torch.zeros(3, device=colors.device), backend=backend)
         (grad,) = torch.autograd.grad(out.image[..., 0].sum(), colors)
     return grad[:, 0].clamp_min(0.0)
 
 
-def projected_face_areas(verts: Tensor, faces: Tensor, camera: Camera, min_cos: float = MIN_COS) -> Tensor:
+def projected_face_areas(verts: Tensor, faces: Tensor, camera: Camera, min_cos: float = MIN_COS,
+                         with_cos: bool = False):
     """Projected area of each face that is turned towards the camera (``A⁺`` of the module doc).
 
     Args:
@@ -92,6 +109,7 @@ def projected_face_areas(verts: Tensor, faces: Tensor, camera: Camera, min_cos: 
         faces: int64 [F, 3].
         camera: OpenCV camera.
         min_cos: faces whose cos(normal, direction to the camera) is at most this get 0.
+        with_cos: also return each face's cos(normal, direction to the camera) [F].
     Returns:
         areas, pixels²; 0 for faces turned away, behind the camera or with their centroid outside
         the image. [F]
@@ -111,7 +129,8 @@ def projected_face_areas(verts: Tensor, faces: Tensor, camera: Camera, min_cos: 
     c = tri.mean(dim=1)
     inside = (c[:, 0] >= 0) & (c[:, 0] < camera.width) & (c[:, 1] >= 0) & (c[:, 1] < camera.height)
     front = (cos > min_cos) & (cam[faces][:, :, 2] > 0).all(-1) & inside
-    return torch.where(front, area, torch.zeros_like(area))
+    area = torch.where(front, area, torch.zeros_like(area))
+    return (area, cos) if with_cos else area
 
 
 @torch.no_grad()
@@ -120,11 +139,12 @@ def accumulate_visibility(views: Iterable[tuple[Tensor, WorldGaussians, Camera]]
                           min_cos: float = MIN_COS) -> Visibility:
     """Visibility of every vertex, face and Gaussian over a set of views (module doc).
 
-    The ratio painted weight / projected area is formed per vertex neighbourhood (the vertex, its
-    one-ring and their faces): each Gaussian's weight goes to its face's corners by its
+    The ratio painted weight / projected area is formed per vertex neighbourhood (the vertex and
+    its :data:`RINGS` edge rings): each Gaussian's weight goes to its face's corners by its
     barycentric coordinates, each face's area in thirds to its corners, and both are summed over
-    the one-ring before dividing, so a face with no Gaussian of its own (sparse sampling) is not
-    read as unseen.
+    the neighbourhood before dividing, so a face with few or no Gaussians of its own (sparse
+    sampling, pruning) is not read as unseen. Each frame's ratio is weighted by the view's
+    obliquity (:data:`FULL_COS`), and the best frame counts.
 
     Args:
         views: per view the posed vertices [V, 3], the Gaussians placed on them and the camera.
@@ -145,10 +165,15 @@ def accumulate_visibility(views: Iterable[tuple[Tensor, WorldGaussians, Camera]]
     for verts, g, cam in views:
         w = rendered_weights(g, cam, backend)
         painted = torch.zeros(V, device=w.device).index_add_(0, corner, (w[:, None] * bary).reshape(-1))
-        area = projected_face_areas(verts, faces, cam, min_cos)
-        area_v = torch.zeros(V, device=w.device).index_add_(0, faces.reshape(-1), (area / 3).repeat_interleave(3))
-        painted, area_v = ring(painted), ring(area_v)
+        area, cos = projected_face_areas(verts, faces, cam, min_cos, with_cos=True)
+        flat = faces.reshape(-1)
+        area_v = torch.zeros(V, device=w.device).index_add_(0, flat, (area / 3).repeat_interleave(3))
+        quality = torch.zeros(V, device=w.device).index_add_(
+            0, flat, (area / 3 * (cos / FULL_COS).clamp(0, 1)).repeat_interleave(3))
+        for _ in range(RINGS):
+            painted, area_v, quality = ring(painted), ring(area_v), ring(quality)
         score = torch.where(area_v > 0, painted / area_v.clamp_min(1e-9), torch.zeros_like(area_v)).clamp(0, 1)
+        score = score * torch.where(area_v > 0, quality / area_v.clamp_min(1e-9), torch.zeros_like(area_v))
         best = torch.maximum(best, score)
         n += 1
     return _spread(best, faces, face_idx, bary, n)
