@@ -182,6 +182,8 @@ def check_generated(out, views: PseudoViews, name: str) -> tuple[np.ndarray, np.
         CompletionError: wrong type, shape or values, naming the generator ``name``.
     """
     V, H, W = views.alpha.shape
+    if not (hasattr(out, "__array__") or isinstance(out, (list, tuple))):
+        raise CompletionError(f"completion generator {name!r} returned {type(out).__name__}, not an array")
     try:
         arr = np.asarray(out)
     except Exception as exc:  # noqa: BLE001 - anything the user's code returns

@@ -45,3 +45,16 @@ def generate(views) -> np.ndarray:
         rgba = read_image(folder / f"{stored[j]['name']}.png").astype(np.float32)
         out.append(rgba if rgba.shape[-1] == 4 else np.concatenate([rgba, np.ones_like(rgba[..., :1])], -1))
     return np.stack(out)
+
+
+def generate_synthetic(views) -> np.ndarray:
+    """The oracle of engine-only tests: the engine's dense ground-truth demo head
+    (:func:`engine.demo.synthetic.render_neutral_views`, UV resolution ``views.options`` or 384)
+    at the requested views — the truth of sequences written by ``engine.demo.synthetic``.
+    Returns RGBA [V, H, W, 4] float32."""
+    from engine.demo.synthetic import render_neutral_views
+    from engine.model.demo_head import build_demo_head
+
+    V, H, W = views.alpha.shape
+    res = int(views.options) if str(views.options).strip().isdigit() else 384
+    return render_neutral_views(build_demo_head(), views.viewmats, views.K, W, H, gt_uv_resolution=res)
