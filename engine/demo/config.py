@@ -70,7 +70,7 @@ PRESETS: dict[str, dict[str, int]] = {
     "test": dict(frames=20, resolution=64, samples=8, texture_resolution=256, steps=150,
                  uv_resolution=64, densify_count=300, bake_resolution=64, bake_steps=30,
                  bake_channels=8, turntable_frames=6, threads=1,
-                 full_head_steps=10, view_yaws=6, view_pitch_deg=0),
+                 full_head_steps=30, view_yaws=6, view_pitch_deg=0),
 }
 """Defaults per preset; "cpu" fits the 15-minute budget of a 2-core CPU."""
 
