@@ -8,10 +8,13 @@ What the training views never saw (``engine.model.visibility``) is filled from w
 - **colour, scale, rotation and offset** by a harmonic (Laplacian) fill over the *mesh*: the
   values the bake found at well-seen vertices are kept (a screened Poisson fit, weight ``λ·c_v``
   with c_v the vertex's seen confidence) and the unseen vertices take the smoothest continuation,
-  ``(L + λC) x = λC y`` with L the uniform graph Laplacian of the mesh. Solving on the mesh and
-  not on the UV image keeps the fill continuous across UV seams (the demo head's seam runs down
-  the back of the head), and hair seen at the crown and temples extends over the scalp. Scale is
-  filled on the log scale, rotation as axis-angle in the face frame.
+  ``(L + λC) x = λC y`` with L the graph Laplacian of the mesh. Its vertical edges weigh
+  :data:`VERTICAL` of the horizontal ones, so the back continues the seen sides at the same
+  height: hair seen at the temples and the crown runs around the scalp, the neck's skin around
+  the neck (hairlines and necklines run across a head). A hairline lower at the back than at
+  the front, as the demo head's, is beyond it (docs/benchmarks.md, "Full head"). Solving on the mesh and not on the UV image keeps
+  the fill continuous across UV seams (the demo head's seam runs down the back of the head).
+  Scale is filled on the log scale, rotation as axis-angle in the face frame.
 
 The fill is interpolated to every texel inside the UV islands (barycentric, at texel centres)
 and blended with the baked maps by the texel's visibility (``smoothstep(lo, hi)``): seen texels
@@ -90,8 +93,8 @@ def vertex_values(m: Tensor, uvs: np.ndarray, faces: np.ndarray, faces_uv: np.nd
 
 
 def harmonic_fill(values: np.ndarray, confidence: np.ndarray, faces: np.ndarray, weight: float = 100.0,
-                  eps: float = 1e-6) -> np.ndarray:
-    """Screened-Poisson fill on the mesh: ``argmin_x Σ_edges ‖x_i − x_j‖² + weight·Σ_v c_v ‖x_v − y_v‖²``.
+                  eps: float = 1e-6, verts: np.ndarray | None = None, vertical: float = 1.0) -> np.ndarray:
+    """Screened-Poisson fill on the mesh: ``argmin_x Σ_edges a_e ‖x_i − x_j‖² + weight·Σ_v c_v ‖x_v − y_v‖²``.
 
     Args:
         values: y, per vertex. [V, C]
@@ -99,6 +102,11 @@ def harmonic_fill(values: np.ndarray, confidence: np.ndarray, faces: np.ndarray,
         faces: int [F, 3] (edges of the graph).
         weight: λ; large keeps confident values.
         eps: a tiny pull to the confident mean, so parts with no confident vertex stay defined.
+        verts: canonical vertex positions [V, 3] (FLAME frame, +Y up) for anisotropic edges.
+        vertical: weight of a vertical edge relative to a horizontal one (edge weight
+            ``a_e = vertical + (1 − vertical)·(1 − (Δy/|Δ|)²)``; 1 = isotropic). Below 1 the fill
+            continues the seen surface at the same height — hairlines and necklines run across
+            the head — instead of averaging the crown with the neck.
     Returns:
         x, [V, C] float64.
     """
@@ -109,7 +117,12 @@ def harmonic_fill(values: np.ndarray, confidence: np.ndarray, faces: np.ndarray,
     f = np.asarray(faces, dtype=np.int64)
     e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
     e = np.unique(np.sort(e, axis=1), axis=0)
-    A = coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(V, V)).tocsr()
+    a = np.ones(len(e))
+    if verts is not None and vertical != 1.0:
+        d = np.asarray(verts, np.float64)[e[:, 1]] - np.asarray(verts, np.float64)[e[:, 0]]
+        up = d[:, 1] ** 2 / np.maximum((d ** 2).sum(1), 1e-18)
+        a = vertical + (1.0 - vertical) * (1.0 - up)
+    A = coo_matrix((np.r_[a, a], (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(V, V)).tocsr()
     L = diags(np.asarray(A.sum(1)).ravel()) - A
     c = weight * np.clip(confidence, 0, 1).astype(np.float64)
     y = values.astype(np.float64)
@@ -118,9 +131,13 @@ def harmonic_fill(values: np.ndarray, confidence: np.ndarray, faces: np.ndarray,
     return lu.solve(c[:, None] * y + eps * mean[None])
 
 
+VERTICAL = 0.1
+"""Relative weight of vertical mesh edges in the fill (:func:`harmonic_fill`)."""
+
+
 @torch.no_grad()
 def complete_maps(maps: dict[str, Tensor], vertex_vis: Tensor, head, closed_opacity: float = 0.995,
-                  weight: float = 100.0) -> dict[str, Tensor]:
+                  weight: float = 100.0, vertical: float = VERTICAL) -> dict[str, Tensor]:
     """The built-in completion of baked maps (module doc).
 
     Args:
@@ -129,6 +146,7 @@ def complete_maps(maps: dict[str, Tensor], vertex_vis: Tensor, head, closed_opac
         head: the head model (``uvs``, ``faces_all``, ``faces_uv_all``, ``num_vertices``).
         closed_opacity: opacity of the unseen closed surface.
         weight: λ of :func:`harmonic_fill`.
+        vertical: its relative weight of vertical edges (on the head model's template).
     Returns:
         name → completed map [R, R, C] float32 (no NaN; every texel defined).
     """
@@ -146,7 +164,8 @@ def complete_maps(maps: dict[str, Tensor], vertex_vis: Tensor, head, closed_opac
         else:
             domain = torch.log(m.clamp_min(1e-8)) if name == "scale" else m
             y = vertex_values(gaussian_blur(domain, 1.0), uvs, faces, faces_uv, V).numpy()
-            x = torch.as_tensor(harmonic_fill(y, conf, faces, weight), dtype=torch.float32)
+            x = torch.as_tensor(harmonic_fill(y, conf, faces, weight, verts=head.v_template, vertical=vertical),
+                                dtype=torch.float32)
             fill = _texels_from_vertices(x, uvs, faces, faces_uv, R)
             if name == "scale":
                 fill = fill.exp()

@@ -8,7 +8,8 @@ After the bake's image stage (``engine.bake.baker``) the full-head stage
 3. renders the completed avatar at neutral expression and pose from a ring of novel cameras
    (:data:`DEFAULT_VIEWS`: behind, the sides, above) and hands those images, their alpha and the
    share of each pixel that was never seen to a *generator*, which returns the images to learn
-   from. The built-in generator returns the renders themselves (the completion is the target);
+   from. The built-in generator returns the renders themselves with the closed surface's
+   silhouette as the mask (:func:`builtin_generator`: the completion, opaque, is the target);
    ``completion_generator = "module:function"`` plugs in a generative model — SphereHead + PTI
    in FATE (docs/COMPLETION.md); the tests use an oracle that returns the true renders;
 4. fine-tunes the maps on alternating steps — one pseudo view over a random background (so the
@@ -42,13 +43,19 @@ import torch
 from torch import Tensor
 
 from engine.bake.bakenet import make_bakenet
-from engine.bake.channels import activate, raw_from_maps, standardise
+from engine.bake.channels import raw_from_maps, standardise
 from engine.bake.completion import complete_maps, texel_visibility
 from engine.errors import CancelledError, CompletionError
 from engine.geometry.cameras import Camera, look_at_opencv
 from engine.geometry.rotations import axis_angle_to_matrix
 from engine.model.gaussians import place_gaussians
-from engine.model.visibility import Visibility, evenly_spaced, load_visibility, tracking_visibility
+from engine.model.visibility import (
+    SURFACE_OPACITY,
+    Visibility,
+    evenly_spaced,
+    load_visibility,
+    tracking_visibility,
+)
 from engine.raster import rasterize
 from engine.train.losses import scale_ratio_loss
 
@@ -122,6 +129,9 @@ class PseudoViews:
         alpha: their coverage in [0, 1]. [V, H, W]
         unseen: per pixel, the weight of surface the video never saw, Σ αᵢTᵢ(1 − visᵢ) (≤ alpha;
             divide by alpha for the share of the pixel's colour that was invented). [V, H, W]
+        surface_images, surface_alpha: the same views with every Gaussian opaque (the closed head
+            surface): straight colour [V, H, W, 3] and coverage [V, H, W] — the silhouette the
+            completed head should have.
         viewmats: world→camera, OpenCV axes, meters. [V, 4, 4]
         K: intrinsics, pixels. [V, 3, 3]
         yaw_deg, pitch_deg: the views on the orbit (module doc). [V]
@@ -135,6 +145,8 @@ class PseudoViews:
     images: np.ndarray
     alpha: np.ndarray
     unseen: np.ndarray
+    surface_images: np.ndarray
+    surface_alpha: np.ndarray
     viewmats: np.ndarray
     K: np.ndarray
     yaw_deg: np.ndarray
@@ -148,8 +160,13 @@ class PseudoViews:
 
 
 def builtin_generator(views: PseudoViews) -> np.ndarray:
-    """The built-in completion's generator: the completed renders are the targets (RGBA)."""
-    return np.concatenate([views.images, views.alpha[..., None]], axis=-1)
+    """The built-in completion's generator (RGBA): the completed renders' own colour (over the
+    background removed) where they cover, the closed surface's colour where they are thin, and
+    the closed surface's silhouette as the mask — the head the fill describes, opaque."""
+    a = views.alpha[..., None]
+    own = (views.images - (1 - a) * views.background) / np.maximum(a, 1e-4)
+    rgb = np.where(a >= 0.5, own, views.surface_images).clip(0, 1)
+    return np.concatenate([rgb, views.surface_alpha[..., None]], axis=-1).astype(np.float32)
 
 
 def load_generator(spec: str):
@@ -241,42 +258,36 @@ class FullHead:
         from engine.io.atomic import write_safetensors
 
         path = self.b.folder.path(self.b.folder.MAPS_SEEN)
-        shell = self.av.gaussians.shell
         if self.cfg.full_head_only:
-            from safetensors.torch import load_file
-
-            if not path.exists():
-                raise CompletionError(f"{path} is missing: full_head_only needs an earlier bake of this avatar "
-                                      "with full_head on")
-            raw = load_file(str(path))["raw"]
-            if raw.shape[-1] != self.cfg.resolution:
-                raise CompletionError(f"{path} holds {raw.shape[-1]}² maps, the job asks for {self.cfg.resolution}²")
-            return {k: v.to(self.device) for k, v in activate(raw.to(self.device), self.b.scale_norm, shell).items()}
+            maps = read_seen_maps(path)
+            res = next(iter(maps.values())).shape[0]
+            if res != self.cfg.resolution:
+                raise CompletionError(f"{path} holds {res}² maps, the job asks for {self.cfg.resolution}²")
+            return {k: v.to(self.device) for k, v in maps.items()}
         with torch.no_grad():
             maps = {k: v.detach() for k, v in self.b.maps().items()}
-        raw = raw_from_maps({k: v.cpu() for k, v in maps.items()}, self.b.scale_norm, shell)
-        write_safetensors(path, {"raw": raw}, {"resolution": self.cfg.resolution})
+        write_safetensors(path, {k: v.float().cpu() for k, v in maps.items()}, {"resolution": self.cfg.resolution})
         return maps
 
+    def _neutral(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The subject's shape [1, S] with zero expression [1, E] and pose [1, J·3]."""
+        shape = torch.as_tensor(self.b.loaded.tracking["shape"], device=self.device)[None]
+        n_e = self.av.blendshapes.delta_exprdirs.shape[-1]
+        return (shape, torch.zeros(1, n_e, device=self.device),
+                torch.zeros(1, self.head.num_joints * 3, device=self.device))
+
+    @torch.no_grad()
     def neutral_vertices(self) -> Tensor:
         """Posed vertices at neutral expression and pose (learnt deltas applied). [V, 3]"""
-        tr = self.b.loaded.tracking
-        shape = torch.as_tensor(tr["shape"], device=self.device)[None]
-        n_e = self.av.blendshapes.delta_exprdirs.shape[-1]
-        with torch.no_grad():
-            verts, _ = self.av.posed_vertices(shape, torch.zeros(1, n_e, device=self.device),
-                                              torch.zeros(1, self.head.num_joints * 3, device=self.device),
-                                              torch.zeros(1, 3, device=self.device))
+        verts, _ = self.av.posed_vertices(*self._neutral(), torch.zeros(1, 3, device=self.device))
         return verts[0]
 
+    @torch.no_grad()
     def rig(self) -> OrbitRig:
-        """The novel views' rig from the avatar's tracking (module doc)."""
+        """The novel views' rig from the avatar's tracking (module doc): the head model's neutral
+        vertices without the learnt Δ, so the main job computes the same rig from its subject."""
         tr = self.b.loaded.tracking
-        shape = torch.as_tensor(tr["shape"], device=self.device)[None]
-        n_e = self.av.blendshapes.delta_exprdirs.shape[-1]
-        with torch.no_grad():
-            verts, _ = self.av.flame(shape, torch.zeros(1, n_e, device=self.device),
-                                     torch.zeros(1, self.head.num_joints * 3, device=self.device))
+        verts, _ = self.av.flame(*self._neutral())
         i0 = self.b.train_idx[0]
         return orbit_rig(verts[0].cpu().numpy(), tr["viewmat"], tr["translation"], tr["K"][i0],
                          int(tr["width"]), int(tr["height"]))
@@ -295,18 +306,24 @@ class FullHead:
         bg = self.b.background
         black = torch.zeros(3, device=self.device)
         unseen_col = (1 - gaussian_vis.to(self.device))[:, None].expand(-1, 3)
-        imgs, alphas, unseen = [], [], []
+        opaque = dict(vals, opacity=vals["opacity"].clamp_min(SURFACE_OPACITY))
+        imgs, alphas, unseen, s_imgs, s_alphas = [], [], [], [], []
         for cam in cams:
             out = self.render(vals, verts, cam, bg)
             imgs.append(out.image.clamp(0, 1).cpu().numpy())
             alphas.append(out.alpha[..., 0].clamp(0, 1).cpu().numpy())
             shade = self.render(vals, verts, cam, black, colors=unseen_col).image[..., 0]
             unseen.append(shade.clamp(0, 1).cpu().numpy())
+            surf = self.render(opaque, verts, cam, black)
+            a = surf.alpha.clamp(0, 1)
+            s_imgs.append((surf.image / a.clamp_min(1e-4)).clamp(0, 1).cpu().numpy())
+            s_alphas.append(a[..., 0].cpu().numpy())
         tr = self.b.loaded.tracking
         ref = evenly_spaced(self.b.train_idx, 4)
         return PseudoViews(
             images=np.stack(imgs).astype(np.float32), alpha=np.stack(alphas).astype(np.float32),
-            unseen=np.stack(unseen).astype(np.float32),
+            unseen=np.stack(unseen).astype(np.float32), surface_images=np.stack(s_imgs).astype(np.float32),
+            surface_alpha=np.stack(s_alphas).astype(np.float32),
             viewmats=np.stack([c.viewmat.cpu().numpy() for c in cams]), K=np.stack([c.K.cpu().numpy() for c in cams]),
             yaw_deg=np.array([v[0] for v in views], np.float32), pitch_deg=np.array([v[1] for v in views], np.float32),
             background=bg.cpu().numpy().astype(np.float32),
@@ -322,10 +339,6 @@ class FullHead:
         else:
             fn, name = builtin_generator, "builtin"
         rgb, mask = check_generated(fn(views), views, name)
-        if not spec:  # the renders are over the background: un-composite to straight colour
-            a = views.alpha[..., None]
-            rgb = np.where(a > 1e-4, (views.images - (1 - a) * views.background) / np.maximum(a, 1e-4), 0.0)
-            rgb = rgb.clip(0, 1).astype(np.float32)
         return (torch.as_tensor(rgb, device=self.device), torch.as_tensor(mask, device=self.device)[..., None])
 
     # ---------------------------------------------------------------- fine-tune
@@ -400,6 +413,22 @@ class FullHead:
 def complete_full_head(baker, sink=None, cancel=None) -> dict:
     """The full-head stage of a bake (module doc); see :class:`FullHead`."""
     return FullHead(baker).run(sink, cancel)
+
+
+def read_seen_maps(path) -> dict[str, Tensor]:
+    """``maps_seen.safetensors``: the five activated maps [R, R, C] of a bake before completion.
+
+    Raises:
+        CompletionError: the file is missing (no earlier full-head bake).
+    """
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    if not Path(path).exists():
+        raise CompletionError(f"{path} is missing: full_head_only needs an earlier bake of this avatar "
+                              "with full_head on")
+    return load_file(str(path))
 
 
 def seen_visibility_map(baker) -> Tensor:

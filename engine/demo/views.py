@@ -203,13 +203,17 @@ def run_views_stage(cfg, subject: Path, work: Path, logs: Path, python: str, clo
 def run_full_head_stage(bake_cfg, avatar: Path, work: Path, renders: Path, views_dir: Path, device, clock,
                         sink=None, cancel=None) -> dict:
     """The ``full_head`` stage: the oracle-completed avatar (the bake's full-head stage redone on a
-    copy with :mod:`engine.demo.oracle`), then :func:`full_head_report` for the trained, the
-    completed and the oracle-completed avatars. Returns the report."""
+    copy with :mod:`engine.demo.oracle`), then :func:`full_head_report` for the trained avatar,
+    the baked one before completion (``seen``), the completed and the oracle-completed ones.
+    Returns the report."""
     import dataclasses
 
+    from engine.avatar_folder import AvatarFolder
     from engine.bake.baker import bake
+    from engine.bake.pseudo_views import read_seen_maps
+    from engine.maps import write_maps
 
-    clock.start("full_head", 2 * bake_cfg.full_head_steps + 3)
+    clock.start("full_head", 2 * bake_cfg.full_head_steps + 4)
     oracle = Path(work) / "avatar_oracle"
     if oracle.exists():
         shutil.rmtree(oracle)
@@ -217,9 +221,12 @@ def run_full_head_stage(bake_cfg, avatar: Path, work: Path, renders: Path, views
     bake(dataclasses.replace(bake_cfg, avatar=str(oracle), full_head_only=True,
                              completion_generator="engine.demo.oracle:generate", completion_options=str(views_dir)),
          sink, cancel)
-    report = full_head_report({"trained": (avatar, False, None), "completed": (avatar, True, None),
-                               "oracle": (oracle, True, None)}, views_dir, device, renders)
-    clock.end(2 * bake_cfg.full_head_steps + 3)
+    seen = Path(work) / "maps_seen"  # the bake before completion, for the front's cost of completing
+    write_maps(seen, read_seen_maps(AvatarFolder(avatar).path(AvatarFolder.MAPS_SEEN)))
+    report = full_head_report({"trained": (avatar, False, None), "seen": (avatar, True, seen),
+                               "completed": (avatar, True, None), "oracle": (oracle, True, None)},
+                              views_dir, device, renders)
+    clock.end(2 * bake_cfg.full_head_steps + 4)
     return report
 
 

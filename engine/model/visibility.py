@@ -47,12 +47,13 @@ log = logging.getLogger(__name__)
 VISIBILITY_FILE = "visibility.safetensors"
 """File name inside the avatar folder (also ``AvatarFolder.VISIBILITY``)."""
 
-MIN_COS = 0.2
-"""A face counts in a frame when cos(normal, direction to the camera) exceeds this (~78°)."""
+MIN_COS = 0.3
+"""A face counts in a frame when cos(normal, direction to the camera) exceeds this (~73°)."""
 
-FULL_COS = 0.35
-"""Faces seen at cos >= this (~70° or closer to head-on) count fully; more grazing views count
-linearly less (``min(1, cos / FULL_COS)``): a surface only ever seen edge-on was barely seen."""
+FULL_COS = 0.6
+"""Faces seen at cos >= this (~53° or closer to head-on) count fully; more grazing views count
+linearly less (``min(1, cos / FULL_COS)``): a surface only ever seen near the silhouette was
+barely seen (few pixels, blended with the background)."""
 
 SURFACE_OPACITY = 0.99
 """Opacity every Gaussian gets in the visibility pass: visibility is about the *surface* (the

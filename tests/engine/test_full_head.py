@@ -213,7 +213,8 @@ def _views(V=2, H=8, W=6):
 
     z = np.zeros
     return PseudoViews(images=z((V, H, W, 3), np.float32), alpha=np.ones((V, H, W), np.float32),
-                       unseen=z((V, H, W), np.float32), viewmats=np.tile(np.eye(4), (V, 1, 1)),
+                       unseen=z((V, H, W), np.float32), surface_images=z((V, H, W, 3), np.float32),
+                       surface_alpha=np.ones((V, H, W), np.float32), viewmats=np.tile(np.eye(4), (V, 1, 1)),
                        K=np.tile(np.eye(3), (V, 1, 1)), yaw_deg=z(V), pitch_deg=z(V), background=np.ones(3),
                        reference_images=z((1, H, W, 3)), reference_viewmats=np.eye(4)[None], reference_K=np.eye(3)[None])
 
