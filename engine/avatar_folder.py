@@ -23,6 +23,9 @@ file                           content                                      writ
 ``blender/head.npz``           head for Import Avatar (Δ folded in)         :meth:`AvatarFolder.save`
 ``blender/bindings.npz``       Gaussian face / barycentric / UV             :meth:`AvatarFolder.save`
 ``blender/gaussians.npz``      the Gaussians' activated attributes          :meth:`AvatarFolder.save`
+``visibility.safetensors``     how much the training views saw each         ``engine.model.visibility``
+                               Gaussian / face / vertex, [0, 1]
+``maps_seen.safetensors``      the baked maps before full-head completion   ``engine.bake.pseudo_views``
 ``checkpoints/last.*``         resumable training state                     ``engine.train.checkpoint``
 ``maps/``                      baked UV maps + ``maps.json``                ``engine.maps.write_maps``
 ``bakenet.safetensors``        BakeNet weights and input                    ``engine.bake``
@@ -83,6 +86,8 @@ class AvatarFolder:
     BLENDER_BINDINGS = "blender/bindings.npz"
     BLENDER_GAUSSIANS = "blender/gaussians.npz"
     MAPS = "maps"
+    VISIBILITY = "visibility.safetensors"
+    MAPS_SEEN = "maps_seen.safetensors"
     BAKENET = "bakenet.safetensors"
     MAPS_CHECKPOINT = "maps_checkpoint.safetensors"
     CHECKPOINT_TENSORS = "checkpoints/last.safetensors"

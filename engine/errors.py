@@ -57,6 +57,11 @@ class DivergedError(FateError):
     """Training or baking produced NaN/Inf values; the job stopped and kept the last good checkpoint."""
 
 
+class CompletionError(FateError):
+    """A full-head completion generator (``--completion_generator module:function``) cannot be
+    loaded or returned images of the wrong size, type or with NaN (the message names it)."""
+
+
 class CancelInterrupt(BaseException):
     """Raised asynchronously (from the cancel handlers, in the main thread) when a job is cancelled
     while it has nothing worth saving (loading, rendering): like ``KeyboardInterrupt``, it is a

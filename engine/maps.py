@@ -19,6 +19,11 @@ Files: one float32 OpenEXR per map, an 8-bit PNG preview, and ``maps.json``, pub
 ``maps/backups/<YYYYmmdd-HHMMSS>/`` (at most ``keep_backups`` sets are kept), so maps an artist
 painted and synced from Blender are never lost.
 
+Besides the five attribute maps, a bake writes the ``visibility`` map (1 channel, Non-Color,
+[0, 1]: how well the training views saw that part of the surface, ``engine.model.visibility``;
+0 = invented by the full-head completion). It is for artists and never feeds the splats
+(:data:`AUX_MAP_SPECS`).
+
 Maps read back are checked: NaN/Inf, channel counts, and the ranges the re-splat relies on
 (opacity in [0, 1], scale > 0, |offset| ≤ the avatar's shell) are errors naming the file; colour
 outside [0, 1] is clamped with a warning.
@@ -77,6 +82,13 @@ MAP_SPECS: dict[str, MapSpec] = {
     "rotation": MapSpec("rotation", 3, "Non-Color", "axis-angle in the face frame, radians", (-math.pi, math.pi)),
     "offset": MapSpec("offset", 1, "Non-Color", "meters along the face normal", (-0.01, 0.01)),
 }
+
+AUX_MAP_SPECS: dict[str, MapSpec] = {
+    "visibility": MapSpec("visibility", 1, "Non-Color", "how well the training views saw it, [0, 1]", (0.0, 1.0)),
+}
+"""Maps written next to the attribute maps that do not drive the Gaussians."""
+
+ALL_MAP_SPECS: dict[str, MapSpec] = {**MAP_SPECS, **AUX_MAP_SPECS}
 
 
 def sample_maps(maps: dict[str, Tensor], uv: Tensor) -> dict[str, Tensor]:
@@ -237,7 +249,7 @@ def set_gaussians_from_maps(gaussians, maps: dict[str, Tensor], uv: Tensor) -> N
     from engine.geometry.rotations import axis_angle_to_quaternion
     from engine.model.gaussians import SH_C0, inverse_sigmoid
 
-    vals = sample_maps({k: v.to(uv.device) for k, v in maps.items()}, uv)
+    vals = sample_maps({k: v.to(uv.device) for k, v in maps.items() if k in MAP_SPECS}, uv)
     g = gaussians
     if "color" in vals:
         g.sh0.data = (vals["color"].clamp(0, 1) - 0.5) / SH_C0
@@ -375,7 +387,7 @@ def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = Non
     maps_dir = Path(maps_dir)
     arrays = {}
     for name, m in maps.items():
-        spec = MAP_SPECS[name]
+        spec = ALL_MAP_SPECS[name]
         arr = m.detach().cpu().float().numpy()
         if arr.ndim == 2:
             arr = arr[..., None]
@@ -391,7 +403,7 @@ def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = Non
         backup_maps(maps_dir)
     with publish(maps_dir.parent) as pub:
         for name, arr in arrays.items():
-            spec = MAP_SPECS[name]
+            spec = ALL_MAP_SPECS[name]
             res = arr.shape[0]
             write_exr(pub.path(f"{maps_dir.name}/{name}.exr"), arr)
             lo, hi = spec.preview_range
@@ -486,9 +498,9 @@ def load_maps(maps_dir: Path, names=None) -> tuple[dict[str, Tensor], dict]:
     for name, entry in listed.items():
         if names is not None and name not in names:
             continue
-        spec = MAP_SPECS.get(name)
+        spec = ALL_MAP_SPECS.get(name)
         if spec is None:
-            raise MapsError(f"{mpath}: unknown map {name!r}; known: {sorted(MAP_SPECS)}")
+            raise MapsError(f"{mpath}: unknown map {name!r}; known: {sorted(ALL_MAP_SPECS)}")
         fpath = maps_dir / entry["file"]
         if not fpath.exists():
             raise MapsError(f"{fpath} is missing (listed in {mpath})")

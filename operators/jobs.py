@@ -90,7 +90,10 @@ class FATE_OT_bake_start(_EngineJobOperator, bpy.types.Operator):
         avatar = job_config.check_avatar_dir(bpy.path.abspath(st.avatar_dir), must_exist=True)
         return job_config.bake_config(avatar, device=preferences.device(context), resume=st.resume,
                                       resolution=int(st.bake_resolution), steps=st.bake_steps,
-                                      appearance_only=st.bake_appearance_only), avatar
+                                      appearance_only=st.bake_appearance_only,
+                                      extra={"full_head": st.bake_full_head,
+                                             "completion_generator": st.bake_completion_generator.strip(),
+                                             "completion_options": st.bake_completion_options}), avatar
 
 
 class FATE_OT_job_cancel(bpy.types.Operator):

@@ -78,6 +78,11 @@ class FATE_PT_avatar(_FateSidebar, bpy.types.Panel):
         row.prop(st, "bake_resolution", text="")
         row.prop(st, "bake_steps", text="Steps")
         box.prop(st, "bake_appearance_only")
+        box.prop(st, "bake_full_head")
+        if st.bake_full_head:
+            box.prop(st, "bake_completion_generator")
+            if st.bake_completion_generator:
+                box.prop(st, "bake_completion_options")
         box.operator("fate.bake_start", icon="RENDER_STILL")
 
         box = layout.box()

@@ -68,7 +68,8 @@ def stage_cycles(cfg: dict) -> dict:
     """Renders the demo subject's tracked frames with Cycles (see the module doc).
 
     Config keys: subject (folder), out (folder for NNNNN.png), samples, threads (0 = all),
-    world_strength, sun_strength, sun_angle_deg, denoise (bool), seed.
+    world_strength, sun_strength, sun_angle_deg, denoise (bool), seed, stage (the progress
+    events' stage name, default "cycles").
     """
     t0 = time.time()
     scene = clear_scene()
@@ -109,11 +110,12 @@ def stage_cycles(cfg: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     T = res.num_frames
     names = [f"{i:05d}" for i in range(T)]
-    progress("cycles", 0, T)
+    stage = str(cfg.get("stage", "cycles"))
+    progress(stage, 0, T)
     for i in range(T):
         scene.frame_set(i + 1)
         scene.render.filepath = str(out / f"{names[i]}.png")
         bpy.ops.render.render(write_still=True)
-        progress("cycles", i + 1, T)
+        progress(stage, i + 1, T)
     return {"frames": T, "out": str(out), "seconds": round(time.time() - t0, 2),
             "warnings": res.warnings}

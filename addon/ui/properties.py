@@ -44,6 +44,16 @@ class FATE_PG_scene(bpy.types.PropertyGroup):
         name="Appearance Only", default=False,
         description="Bake colour and opacity only; keep the trained geometry (scale, rotation, offset maps "
                     "are a direct fit)")
+    bake_full_head: BoolProperty(
+        name="Full Head", default=True,
+        description="Complete what the video never saw (the back of the head, FATE §3.4): fill the maps from the "
+                    "seen parts and fine-tune on novel views; the visibility map shows what was invented")
+    bake_completion_generator: StringProperty(
+        name="Generator",
+        description="Optional generative completion as module:function (e.g. your SphereHead wrapper, importable "
+                    "by the engine's Python); empty = the built-in completion")
+    bake_completion_options: StringProperty(
+        name="Generator Options", description="Text handed to the generator (e.g. its checkpoint folder)")
     import_tracking: BoolProperty(name="Tracked Animation", default=True,
                                   description="Import the training video's expressions, poses and camera")
     import_camera: EnumProperty(

@@ -49,6 +49,7 @@ from engine.bake.guards import (
     estimate_bake_bytes,
     load_bake_checkpoint,
 )
+from engine.bake.pseudo_views import complete_full_head, seen_visibility_map
 from engine.data import load_sequence
 from engine.data.frames import FrameImages, FrameSchedule, resize_sequence
 from engine.device import resolve_device
@@ -203,6 +204,8 @@ class Baker:
         if cfg.resume and ckpt.exists():
             self._load_checkpoint(ckpt)
         total = cfg.warmup + cfg.steps
+        if cfg.full_head_only:  # the image stage was an earlier bake's (maps_seen.safetensors)
+            self.step = total
         t0 = time.time()
         stats = {"loss": float("nan"), "psnr": float("nan")}
         while self.step < total:
@@ -223,10 +226,15 @@ class Baker:
                                    psnr=None if math.isnan(stats["psnr"]) else round(stats["psnr"], 3))
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < total:
                 self._save_checkpoint(ckpt)
+        if cfg.full_head:  # FATE §3.4 (engine.bake.pseudo_views)
+            self.full_head = complete_full_head(self, self.sink, self.cancel)
+        else:
+            self.visibility_map = seen_visibility_map(self)
         path = self.write()
         if ckpt.exists():
             ckpt.unlink()
-        return {"maps": str(path.parent), "seconds": round(time.time() - t0, 1), "steps": self.step}
+        return {"maps": str(path.parent), "seconds": round(time.time() - t0, 1), "steps": self.step,
+                "full_head": getattr(self, "full_head", None)}
 
     @torch.no_grad()
     def write(self) -> Path:
@@ -235,6 +243,8 @@ class Baker:
         if self.cfg.appearance_only:
             maps.update(direct_fit_maps(self.target, self.uv.cpu(), self.cfg.resolution,
                                         names=("scale", "rotation", "offset")))
+        if getattr(self, "visibility_map", None) is not None:
+            maps["visibility"] = self.visibility_map.cpu()
         path = write_maps(self.folder.maps_dir, maps, extra={
             "source_avatar_sha256": file_sha256(self.folder.path(self.folder.GAUSSIANS)),
             "bake_config": to_dict(self.cfg)}, keep_backups=self.cfg.keep_backups)

@@ -51,6 +51,20 @@ class BakeConfig:
     """r of Eq. 13 for ``lambda_scale`` (FATE's code: 9)"""
     lambda_attr: float = 0.0
     """attribute regulariser ‖v − v̄‖² to the trained values (Eq. 26) during the image stage"""
+    full_head: bool = True
+    """complete what the training views never saw (FATE §3.4): the visibility-masked maps are
+    filled (engine.bake.completion), rendered from novel views and fine-tuned on them together
+    with the real frames (engine.bake.pseudo_views); False = the seen-only bake"""
+    full_head_steps: int = 200
+    """pseudo-view + real-frame step pairs of the full-head fine-tune (0 = fill only)"""
+    completion_generator: str = ""
+    """module:function of a generative completion (docs/COMPLETION.md): it gets the completed
+    avatar's novel views and masks and returns the images to fine-tune on; empty = built-in"""
+    completion_options: str = ""
+    """free text handed to the generator (e.g. its checkpoint folder)"""
+    full_head_only: bool = False
+    """skip the image stage: redo only the full-head completion from the maps_seen.safetensors an
+    earlier bake of this avatar left (e.g. to try another generator)"""
     lambda_dssim: float = 0.2
     """D-SSIM weight (perceptual term without VGG weights)"""
     vgg_weights: str = ""
@@ -109,6 +123,10 @@ class BakeConfig:
         if self.resolution < 16 or self.resolution % (2 ** self.depth):
             raise ConfigError(f"bake resolution must be >= 16 and divisible by 2^depth = {2 ** self.depth}, "
                               f"found {self.resolution}")
+        if self.full_head_steps < 0:
+            raise ConfigError(f"full_head_steps must be >= 0, found {self.full_head_steps}")
+        if self.completion_generator and ":" not in self.completion_generator:
+            raise ConfigError(f"completion_generator must be module:function, found {self.completion_generator!r}")
         self.background = tuple(float(c) for c in self.background)  # type: ignore[assignment]
         for name in ("lr_final", "lambda_rotation", "lambda_scale"):  # -1: the init's default
             if getattr(self, name) != -1:

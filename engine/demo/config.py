@@ -40,6 +40,12 @@ class DemoConfig:
     """frames of the 360° turntable"""
     sheet_frames: int = 4
     """test frames shown in the contact sheet"""
+    full_head_steps: int = 0
+    """pseudo-view + real-frame step pairs of the bake's full-head completion (FATE §3.4)"""
+    view_yaws: int = 0
+    """360° ground-truth views at pitch 0 (yaw steps of 360/N degrees), never trained on"""
+    view_pitch_deg: int = 0
+    """pitch of the extra views above/below at yaw 0/90/180/270 (0 = none)"""
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """torch device: auto, cuda or cpu"""
     threads: int = 0
@@ -59,14 +65,17 @@ class DemoConfig:
 
 PRESETS: dict[str, dict[str, int]] = {
     "cpu": dict(frames=100, resolution=256, samples=16, texture_resolution=1024, steps=400,
-                uv_resolution=128, densify_count=1000, bake_resolution=256, bake_steps=300,
-                bake_channels=16, turntable_frames=72, threads=1),
+                uv_resolution=160, densify_count=1000, bake_resolution=256, bake_steps=300,
+                bake_channels=16, turntable_frames=72, threads=1,
+                full_head_steps=100, view_yaws=12, view_pitch_deg=20),
     "cuda": dict(frames=150, resolution=512, samples=32, texture_resolution=2048, steps=6000,
                  uv_resolution=256, densify_count=5000, bake_resolution=512, bake_steps=1500,
-                 bake_channels=32, turntable_frames=96),
+                 bake_channels=32, turntable_frames=96,
+                 full_head_steps=300, view_yaws=12, view_pitch_deg=20),
     "test": dict(frames=20, resolution=128, samples=8, texture_resolution=256, steps=150,
                  uv_resolution=64, densify_count=300, bake_resolution=128, bake_steps=30,
-                 bake_channels=8, turntable_frames=6, threads=1),
+                 bake_channels=8, turntable_frames=6, threads=1,
+                 full_head_steps=30, view_yaws=6, view_pitch_deg=0),
 }
 """Defaults per preset; "cpu" fits the 15-minute budget of a 2-core CPU. Maps are twice the UV
 sampling resolution of the initial Gaussians, FATE's ratio (512² maps for 256² sampling)."""

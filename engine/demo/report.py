@@ -63,8 +63,10 @@ def load_rgb(path: Path, background=(1.0, 1.0, 1.0)) -> np.ndarray:
     return img[..., :3].astype(np.float32)
 
 
-def contact_sheet(rows: list[list[np.ndarray]], labels: list[str], path: Path, pad: int = 4) -> np.ndarray:
-    """A grid of [H, W, 3] images, one row per frame, under a header with the column ``labels``.
+def contact_sheet(rows: list[list[np.ndarray]], labels: list[str], path: Path, pad: int = 4,
+                  row_labels: list[str] | None = None) -> np.ndarray:
+    """A grid of [H, W, 3] images, one row per frame, under a header with the column ``labels``
+    (``row_labels``: optional text drawn at the bottom left of each row).
 
     Returns:
         the sheet, float32 in [0, 1]. [H', W', 3]
@@ -87,6 +89,9 @@ def contact_sheet(rows: list[list[np.ndarray]], labels: list[str], path: Path, p
     for c, label in enumerate(labels):
         x = pad + c * (w + pad)
         draw.text((x + 2, 3), label, fill=(0, 0, 0), font=font)
+    for r, label in enumerate(row_labels or []):
+        if label:
+            draw.text((pad + 2, header + pad + r * (h + pad) + h - 12), label, fill=(0, 0, 0), font=font)
     out = np.asarray(pil).astype(np.float32) / 255.0
     write_png(path, out)
     return out

@@ -53,6 +53,7 @@ from engine.demo.report import (
 )
 from engine.demo.stages import REPO, StageClock, blender_python, run_stage_process
 from engine.demo.subject import write_subject
+from engine.demo.views import back_view_row, run_full_head_stage, run_views_stage
 from engine.errors import ConfigError
 from engine.io.video import check_video_writer, write_mp4
 
@@ -126,7 +127,7 @@ def _bake_config(cfg: DemoConfig, avatar: Path):
 
     return BakeConfig(avatar=str(avatar), resolution=cfg.bake_resolution, steps=cfg.bake_steps,
                       init="direct", base_channels=cfg.bake_channels,
-                      depth=unet_depth(cfg.bake_resolution), device=cfg.device,
+                      depth=unet_depth(cfg.bake_resolution), device=cfg.device, full_head_steps=cfg.full_head_steps,
                       checkpoint_every=0, seed=cfg.seed, threads=cfg.threads)
 
 
@@ -254,6 +255,7 @@ def _run_demo(cfg: DemoConfig, out: Path, sink, cancel) -> dict:
     cyc = run_stage_process([py, "-m", "addon.demo", "cycles", "--config", str(work / "cycles.json")],
                             "cycles", logs / "cycles.log", sink, cancel)
     st.end()
+    views_dir = run_views_stage(cfg, subject, work, logs, py, st, sink, cancel)  # 360° ground truth (issue 16)
 
     # 3. dataset: the video through the tracker (or the exact parameters) ------------------
     st.start("dataset")
@@ -281,6 +283,8 @@ def _run_demo(cfg: DemoConfig, out: Path, sink, cancel) -> dict:
     st.start("bake", cfg.bake_steps)
     bake(_bake_config(cfg, avatar), sink, cancel)
     st.end()
+    full_head = run_full_head_stage(_bake_config(cfg, avatar), avatar, work, renders, views_dir, device, st, sink,
+                                    cancel)
 
     # 6. eval ------------------------------------------------------------------------------
     st.start("eval", 3)
@@ -332,8 +336,9 @@ def _run_demo(cfg: DemoConfig, out: Path, sink, cancel) -> dict:
     sink and sink.progress("report", 1, 3)
     k = max(1, min(cfg.sheet_frames, len(names)))
     pick = np.linspace(0, len(names) - 1, k).round().astype(int)
-    contact_sheet([[gts[i], trained[i], baked[i], bl_edited[i]] for i in pick],
-                  ["ground truth (Cycles)", "avatar", "baked", "edited (Blender)"], out / "contact_sheet.png")
+    contact_sheet([[gts[i], trained[i], baked[i], bl_edited[i]] for i in pick] + [back_view_row(views_dir, renders)],
+                  ["ground truth (Cycles)", "avatar", "baked", "edited (Blender)"], out / "contact_sheet.png",
+                  row_labels=[""] * len(pick) + ["back view (yaw 180): truth | trained | completed | oracle"])
     tt = sorted((renders / "turntable").glob("*.png"))
     write_mp4(out / "turntable.mp4", [(np.clip(load_rgb(p), 0, 1) * 255 + 0.5).astype(np.uint8) for p in tt])
     sink and sink.progress("report", 2, 3)
@@ -359,6 +364,8 @@ def _run_demo(cfg: DemoConfig, out: Path, sink, cancel) -> dict:
                     "dataset_exact": "dataset_exact/", "video": "work/subject.mp4" if cfg.track else None},
         "contact_sheet_columns": ["ground truth (Cycles)", "avatar", "baked", "edited (Blender)"],
         "contact_sheet_frames": [names[i] for i in pick],
+        "contact_sheet_back_row": ["ground truth (Cycles)", "trained", "completed", "oracle-completed"],
+        "full_head": full_head,
     }
     write_json(out / "metrics.json", metrics)
     return {"out": str(out), "psnr_trained": m_trained["psnr"], "psnr_trained_refined": m_refined["psnr"], "psnr_baked": m_baked["psnr"],

@@ -108,3 +108,37 @@ def write_synthetic_dataset(root: Path, head: HeadModel, cfg: SyntheticConfig) -
         mask_paths=[Path(root) / "alpha" / f"{n}.png" for n in names], split=r["split"])
     write_insta(Path(root), seq, list(r["images"]), list(r["masks"]))
     return Path(root)
+
+
+@torch.no_grad()
+def render_neutral_views(head: HeadModel, viewmats: np.ndarray, K: np.ndarray, width: int, height: int,
+                         gt_uv_resolution: int = 384, seed: int = 0) -> np.ndarray:
+    """The dense ground-truth head at neutral expression and pose from given cameras (the truth
+    of engine-only full-head tests and :func:`engine.demo.oracle.generate_synthetic`).
+
+    Args:
+        head: the head model.
+        viewmats: world→camera (OpenCV). [V, 4, 4]
+        K: intrinsics, pixels. [V, 3, 3] or [3, 3]
+        width, height: image size, pixels.
+        gt_uv_resolution: UV sampling of the ground-truth head (as :class:`SyntheticConfig`'s).
+        seed: texture seed.
+    Returns:
+        straight-alpha RGBA, float32 in [0, 1]. [V, H, W, 4]
+    """
+    flame = FlameLayer(head)
+    gt = build_ground_truth_head(head, flame, gt_uv_resolution, seed)
+    faces = torch.as_tensor(head.faces_all, dtype=torch.long)
+    verts = torch.as_tensor(head.v_template, dtype=torch.float32)
+    n = len(gt.face_idx)
+    g = place_gaussians(verts, faces, gt.face_idx, gt.bary, gt.colors, torch.full((n,), 0.98), gt.scale_mult,
+                        torch.eye(3).expand(n, 3, 3), torch.zeros(n))
+    Ks = np.broadcast_to(np.asarray(K, np.float32), (len(viewmats), 3, 3))
+    out = []
+    for m, k in zip(np.asarray(viewmats, np.float32), Ks):
+        cam = Camera(torch.as_tensor(m), torch.as_tensor(np.array(k)), int(width), int(height))
+        r = rasterize(g.means, g.covars, g.opacities, g.colors, cam, torch.zeros(3), backend="torch")
+        a = r.alpha.clamp(0, 1)
+        rgb = torch.where(a > 1e-4, r.image / a.clamp_min(1e-4), torch.zeros_like(r.image)).clamp(0, 1)
+        out.append(torch.cat([rgb, a], -1).numpy())
+    return np.stack(out).astype(np.float32)

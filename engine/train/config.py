@@ -91,6 +91,9 @@ class TrainConfig:
     """write a resumable checkpoint every N steps"""
     preview_every: int = 500
     """write a preview image every N steps (0 = never)"""
+    visibility_frames: int = 32
+    """training frames (evenly spaced) whose rendered weights give each Gaussian's visibility,
+    written to visibility.safetensors for the bake's full-head completion (0 = every frame)"""
     seed: int = 0
     """random seed"""
     resume: bool = False

@@ -26,6 +26,7 @@ from engine.model.avatar import Avatar, build_avatar, frame_inputs, match_coeffi
 from engine.model.head_model import HeadModel
 from engine.model.provenance import check_tracking_model
 from engine.model.resolve import resolve_head_model
+from engine.model.visibility import evenly_spaced, save_visibility, sequence_visibility
 from engine.raster import default_backend, rasterize
 from engine.train import losses
 from engine.train.checkpoint import (
@@ -135,6 +136,8 @@ class Trainer:
             self.step += 1
             self._after_step(stats, t0)
         save_checkpoint(self.folder, self.state)
+        save_visibility(self.folder.root, sequence_visibility(
+            self.avatar, self.seq, evenly_spaced(self.train_idx, cfg.visibility_frames), self.device, self.backend))
         self.folder.save(self.avatar, self.seq, self.cfg, metrics={
             "train_loss": stats["loss"], "train_psnr_last": stats["psnr"],
             "num_gaussians": len(self.avatar.gaussians), "seconds": time.time() - t0,

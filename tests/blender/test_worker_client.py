@@ -315,6 +315,22 @@ def test_no_worker_survives_file_load_or_unregister(scene, client, tmp_path, reg
         registered.register()
 
 
+def test_bake_operator_passes_the_completion_generator(scene, fake_worker, tmp_path):
+    """The Bake box's Full Head settings reach the BakeConfig (issue 16)."""
+    jobs = submodule("addon.jobs.runtime")
+    avatar = tmp_path / "avatar"
+    avatar.mkdir()
+    (avatar / "avatar.json").write_text("{}")
+    scene.fate.avatar_dir = str(avatar)
+    scene.fate.bake_completion_generator = " mypkg.sphere:complete "
+    scene.fate.bake_completion_options = "/models/spherehead"
+    assert bpy.ops.fate.bake_start() == {"FINISHED"}
+    cfg = json.loads(next((avatar / "jobs").glob("bake-*.json")).read_text())
+    assert (cfg["full_head"], cfg["completion_generator"], cfg["completion_options"]) == (
+        True, "mypkg.sphere:complete", "/models/spherehead")
+    _run_ticks(jobs)
+
+
 def test_bake_operator_passes_the_panel_settings(scene, fake_worker, tmp_path):
     """Bake writes a BakeConfig with the sidebar's map size, steps and appearance-only flag."""
     jobs = submodule("addon.jobs.runtime")
@@ -326,5 +342,6 @@ def test_bake_operator_passes_the_panel_settings(scene, fake_worker, tmp_path):
     assert bpy.ops.fate.bake_start() == {"FINISHED"}
     cfg = json.loads(next((avatar / "jobs").glob("bake-*.json")).read_text())
     assert (cfg["avatar"], cfg["resolution"], cfg["steps"], cfg["appearance_only"]) == (str(avatar), 256, 77, True)
+    assert (cfg["full_head"], cfg["completion_generator"]) == (True, "")  # built-in completion by default
     _run_ticks(jobs)
     assert scene.fate.job_state == "DONE" and "import the avatar next" in scene.fate.job_message

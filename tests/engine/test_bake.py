@@ -26,8 +26,9 @@ from engine.maps import (
 # CPU-sized bake: a narrow U-Net (FATE: base 64 at 512²) on 256² maps — twice the 128² UV sampling
 # of the trained avatar, FATE's ratio (its 512² maps for 256² sampling) — residual over the
 # low-passed direct fit (init="direct", the default), single-threaded so the run is deterministic.
-QUICK_BAKE = dict(resolution=256, base_channels=16, depth=4, steps=150, checkpoint_every=0, device="cpu",
-                  threads=1)
+# Without the full-head stage (its own tests: test_full_head.py), so these measure the bake alone.
+QUICK_BAKE = dict(resolution=128, base_channels=16, depth=4, steps=150, checkpoint_every=0, device="cpu",
+                  threads=1, full_head=False)
 
 
 def _baked_copy(trained_avatar, tmp_path_factory, name: str, **overrides):
@@ -94,7 +95,7 @@ def test_maps_files_and_manifest(baked_avatar):
     maps_dir = baked_avatar / "maps"
     manifest = json.loads((maps_dir / "maps.json").read_text())
     assert manifest["format"] == "fate-maps" and manifest["resolution"] == 128
-    assert set(manifest["maps"]) == set(MAP_SPECS)
+    assert set(manifest["maps"]) == set(MAP_SPECS) | {"visibility"}  # + the visibility map (issue 16)
     assert manifest["maps"]["color"]["colorspace"] == "sRGB"
     assert manifest["maps"]["scale"]["colorspace"] == "Non-Color"
     maps, _ = load_maps(maps_dir)
@@ -181,7 +182,8 @@ def test_noise_init_warm_start_regresses_the_attributes(trained_avatar, tmp_path
     d = tmp_path / "avatar"
     shutil.copytree(trained_avatar, d)
     baker = Baker(BakeConfig(avatar=str(d), init="noise", resolution=32, base_channels=8, depth=2,
-                             steps=0, warmup_steps=150, checkpoint_every=0, device="cpu", threads=1))
+                             steps=0, warmup_steps=150, checkpoint_every=0, device="cpu", threads=1,
+                             full_head=False))
     assert baker.cfg.warmup_steps == 150 and baker.base_raw is None
 
     def colour_error():

@@ -338,6 +338,11 @@ def test_eval_refine_test_tracking_recovers_jittered_test_poses(tmp_path, traine
     z["translation"] = z["translation"].copy()
     z["translation"][test] += 0.002 * rng.choice([-1, 1], (test.sum(), 3)) / np.sqrt(3)
     np.savez(av / "tracking.npz", **z)
+    from engine.io.atomic import file_sha256
+
+    manifest = json.loads((av / "avatar.json").read_text())  # the edit is deliberate: record it
+    manifest["files"]["tracking.npz"] = file_sha256(av / "tracking.npz")
+    (av / "avatar.json").write_text(json.dumps(manifest))
     m = run_eval(EvalConfig(avatar=str(av), dataset=str(demo_dataset), refine_test_tracking=True, refine_steps=40,
                             device="cpu", out=str(tmp_path / "m.json")))
     ref = json.loads((tmp_path / "m.json").read_text())[REFINED_KEY]
