@@ -80,12 +80,10 @@ def _encoded_grey(path: Path) -> np.ndarray:
     return colour.linear_to_srgb(render_exr(path)[..., :3]).mean(-1)
 
 
-def test_one_texel_line_survives_per_texel_density(monkeypatch, object_settings, splat_engine, tmp_path):
+def test_one_texel_line_survives_per_texel_density(monkeypatch, object_settings, splat_engine, build_scene, tmp_path):
     """A one-texel white line on a grey map: the render keeps it as a line at "per texel" density,
     "as trained" (432 Gaussians on 1024 texels, ~1-2 texels wide each) smears it."""
-    import conftest
-
-    s = conftest.build_splat_scene(n_grid=6, per_face=6, map_res=LINE_RES, resolution=(256, 192))
+    s = build_scene(n_grid=6, per_face=6, map_res=LINE_RES, resolution=(256, 192))
     table = {s.head.name: (s.face_idx, s.bary, s.uv)}
     monkeypatch.setattr(sr, "get_bindings_for", lambda obj: table[obj.name])
     sr.clear_caches()

@@ -30,7 +30,7 @@ def head():
 def test_presets_fill_only_unset_fields():
     cfg = resolve_config(DemoConfig(preset="cpu", steps=7))
     assert cfg.steps == 7 and cfg.resolution == 256 and cfg.preset == "cpu"
-    assert resolve_config(DemoConfig(preset="test")).resolution == 64
+    assert resolve_config(DemoConfig(preset="test")).resolution == 128  # MediaPipe needs the face ≥ ~100 px
     auto = resolve_config(DemoConfig(device="cpu"))
     assert auto.preset == "cpu"  # "auto" never picks CUDA when the device is forced to the CPU
     with pytest.raises(ConfigError, match="preset"):

@@ -74,7 +74,9 @@ def test_load_flame2020_pickle_with_template(flame_model, flame_arrays, flame_te
     assert m.J_regressor.shape == (5, 5023) and isinstance(m.J_regressor, np.ndarray)
     np.testing.assert_array_equal(m.parents, [-1, 0, 1, 1, 1])
     assert m.joint_names == FLAME_JOINT_NAMES
-    assert m.uvs.shape == (5118, 2) and m.faces_uv.shape == (9976, 3)
+    # the template's 5118 UVs, then one per inner-lip vertex for the mouth faces' own island (issue 12)
+    assert m.uvs.shape == (5118 + 32, 2) and m.faces_uv.shape == (9976, 3)
+    assert m.mouth_faces_uv.min() >= 5118
     assert m.mouth_faces.shape == (30, 3) and m.mouth_faces_uv.shape == (30, 3)
     assert m.v_template.dtype == np.float32 and m.faces.dtype == np.int64
     # 300 shape + 100 expression, in the pickle's order; posedirs laid out like smplx.FLAME
@@ -190,6 +192,7 @@ def test_model_info(demo, tmp_path):
         "pose_dim": 15,
         "joint_names": FLAME_JOINT_NAMES,
         "sha256": demo.sha256(),
+        "flame_version": None,
     }
     demo.save_npz(tmp_path / "d.npz")
     assert model_info(tmp_path / "d.npz") == info
@@ -198,7 +201,7 @@ def test_model_info(demo, tmp_path):
 
 def test_model_info_flame(flame_model):
     info = model_info(flame_model)
-    assert (info["vertices"], info["faces"], info["mouth_faces"], info["uvs"]) == (5023, 9976, 30, 5118)
+    assert (info["vertices"], info["faces"], info["mouth_faces"], info["uvs"]) == (5023, 9976, 30, 5118 + 32)
     assert (info["shape_dim"], info["expr_dim"], info["pose_dim"]) == (300, 100, 15)
 
 
