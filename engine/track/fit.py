@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from engine.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from engine.model.flame_layer import FlameLayer
 from engine.model.head_model import HeadModel
 from engine.track.embedding import LandmarkEmbedding
 from engine.track.landmark_model import LandmarkHead
@@ -371,3 +372,14 @@ def recentre(fit: FitResult, root_joint: np.ndarray) -> FitResult:
     tr = fit.translation.copy()
     tr[:, 2] += d
     return FitResult(fit.shape, fit.expr, fit.pose, tr, fit.focal, view, fit.residual_px, fit.landmarks_px)
+
+
+def fitted_vertices(head: HeadModel, fit: FitResult, chunk: int = 64) -> np.ndarray:
+    """[T, V, 3] posed vertices of the fit (world, meters)."""
+    layer = FlameLayer(head)
+    out = []
+    shape = torch.as_tensor(fit.shape)[None]
+    for i in range(0, len(fit.expr), chunk):
+        v, _ = layer(shape, torch.as_tensor(fit.expr[i:i + chunk]), torch.as_tensor(fit.pose[i:i + chunk]))
+        out.append((v + torch.as_tensor(fit.translation[i:i + chunk])[:, None]).numpy())
+    return np.concatenate(out)

@@ -37,7 +37,7 @@ from engine.track.crop import Crop, choose_crop
 from engine.track.detect import FaceDetector, FaceMesh, PersonSegmenter
 from engine.track.embedding import LandmarkEmbedding, head_hash
 from engine.track.fit import FitResult, FitSettings, LandmarkFit, recentre, reproject, search_focal
-from engine.track.masks import head_masks
+from engine.track.masks import fitted_silhouettes, head_masks
 from engine.track.video import VideoInfo, probe, read_frames
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,9 @@ def run_track(cfg: TrackConfig, sink=None, cancel=None, albedo_for=None) -> dict
     outliers = [int(i) for i in np.asarray(_load(work / "fit.npz")["outliers"]).tolist()]
 
     images = np.asarray(det["images"])[keep]
-    masks = head_masks(np.asarray(det["person"])[keep], fit.landmarks_px, emb.mediapipe_index)
+    person = np.asarray(det["person"])[keep]
+    person = np.maximum(person, fitted_silhouettes(head, fit, principal, *person.shape[1:]))
+    masks = head_masks(person, fit.landmarks_px, emb.mediapipe_index)
     if cfg.refine:
         from engine.track.photometric import refine_photometric
 

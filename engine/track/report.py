@@ -10,25 +10,13 @@ import numpy as np
 import torch
 
 from engine.io.video import write_mp4
-from engine.model.flame_layer import FlameLayer
 from engine.model.head_model import HeadModel
 from engine.track.embedding import LandmarkEmbedding
-from engine.track.fit import FitResult
+from engine.track.fit import FitResult, fitted_vertices
 from engine.track.mesh_render import project
 
 
 @torch.no_grad()
-def fitted_vertices(head: HeadModel, fit: FitResult, chunk: int = 64) -> np.ndarray:
-    """[T, V, 3] posed vertices of the fit (world, meters)."""
-    layer = FlameLayer(head)
-    out = []
-    shape = torch.as_tensor(fit.shape)[None]
-    for i in range(0, len(fit.expr), chunk):
-        v, _ = layer(shape, torch.as_tensor(fit.expr[i:i + chunk]), torch.as_tensor(fit.pose[i:i + chunk]))
-        out.append((v + torch.as_tensor(fit.translation[i:i + chunk])[:, None]).numpy())
-    return np.concatenate(out)
-
-
 def draw_overlay(image: np.ndarray, verts: np.ndarray, faces: np.ndarray, viewmat: np.ndarray, K: np.ndarray,
                  detected: np.ndarray | None) -> np.ndarray:
     """One overlay frame: RGB uint8 [H, W, 3] with the mesh (front faces' edges) and landmarks."""
