@@ -12,6 +12,7 @@ file                           content                                      writ
 ``avatar.json``                format, head-model hash, config, metrics     :meth:`AvatarFolder.save`
 ``gaussians.safetensors``      bindings + raw Gaussian attributes           :meth:`AvatarFolder.save`
 ``blendshapes.safetensors``    learnt ΔE, ΔP, Δ (FATE Eq. 5)                :meth:`AvatarFolder.save`
+``appearance.safetensors``     the HeadGaS decoder (appearance "headgas")   :meth:`AvatarFolder.save`
 ``head_model.npz``             the head model trained with                  :meth:`AvatarFolder.save`
 ``tracking.npz``               per-frame FLAME parameters and cameras       :meth:`AvatarFolder.save`
 ``blender/head.npz``           head for Import Avatar (Δ folded in)         :meth:`AvatarFolder.save`
@@ -59,6 +60,7 @@ class AvatarFolder:
     AVATAR_JSON = "avatar.json"
     GAUSSIANS = "gaussians.safetensors"
     BLENDSHAPES = "blendshapes.safetensors"
+    APPEARANCE = "appearance.safetensors"
     HEAD_MODEL = "head_model.npz"
     TRACKING = "tracking.npz"
     BLENDER_HEAD = "blender/head.npz"
@@ -114,6 +116,11 @@ class AvatarFolder:
         g = avatar.gaussians
         write_safetensors(self.path(self.GAUSSIANS), g.raw_state(), {"shell": g.shell})
         write_safetensors(self.path(self.BLENDSHAPES), dict(avatar.blendshapes.state_dict()))
+        if avatar.appearance is not None:
+            write_safetensors(self.path(self.APPEARANCE), dict(avatar.appearance.state_dict()),
+                              avatar.appearance.metadata())
+        elif self.path(self.APPEARANCE).exists():
+            self.path(self.APPEARANCE).unlink()
         avatar.head.save_npz(self.path(self.HEAD_MODEL))
         self._write_tracking(avatar, seq)
         self._export_blender(avatar, seq)
@@ -229,8 +236,29 @@ class AvatarFolder:
             tracking = {k: z[k] for k in z.files}
         T = tracking["expr"].shape[0]
         tr = TrackingRefinement(T, tracking["expr"].shape[1], tracking["pose"].shape[1], enabled=False)
-        av = Avatar(head, flame, faces, g.to(device), bs, tr.to(device))
+        av = Avatar(head, flame, faces, g.to(device), bs, tr.to(device), self._load_appearance(device))
         return LoadedAvatar(av, meta, tracking, self)
+
+    def _load_appearance(self, device: torch.device | str):
+        """The expression-dependent appearance model of ``appearance.safetensors``, or None.
+
+        Raises:
+            AvatarError: the file is unreadable or of an unknown kind.
+        """
+        path = self.path(self.APPEARANCE)
+        if not path.exists():
+            return None
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        from engine.model.headgas import headgas_from_state
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            return headgas_from_state(load_file(str(path), device=str(device)), meta).to(device)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise AvatarError(f"cannot read the appearance model {path}: {exc}") from exc
 
 
 @dataclass

@@ -48,6 +48,22 @@ class BakeConfig:
     init="direct", FATE's 0.1 for init="noise")"""
     scale_ratio: float = 9.0
     """r of Eq. 13 for ``lambda_scale`` (FATE's code: 9)"""
+    dynamic_maps: bool = False
+    """expression-conditioned BakeNet (issue 19, after Animatable Gaussians): the U-Net also reads
+    the expression-deformed position map, so colour and opacity change with the expression; map
+    shape keys are fitted from it over the training frames"""
+    dynamic_pca: int = 16
+    """principal components of the conditioning maps that novel expressions are projected on
+    (Animatable Gaussians' pose projection; 0 = none)"""
+    map_keys: bool = True
+    """write map shape keys (maps/dynamic) when the bake is expression-dependent (dynamic_maps, or a
+    HeadGaS avatar)"""
+    key_num_expr: int = 52
+    """expression coefficients that may drive map shape keys with dynamic_maps (HeadGaS avatars use
+    their own blending coefficients)"""
+    key_min_effect: float = 0.004
+    """map shape keys whose largest |delta| (colour or opacity) stays below this are dropped (1/255
+    of colour)"""
     lambda_attr: float = 0.0
     """attribute regulariser ‖v − v̄‖² to the trained values (Eq. 26) during the image stage"""
     lambda_dssim: float = 0.2
@@ -103,6 +119,9 @@ class BakeConfig:
     def __post_init__(self):
         if self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps must be >= 0, found {self.warmup_steps}")
+        if self.dynamic_pca < 0 or self.key_num_expr < 0 or self.key_min_effect < 0:
+            raise ConfigError(f"dynamic_pca, key_num_expr and key_min_effect must be >= 0, found "
+                              f"{self.dynamic_pca}, {self.key_num_expr}, {self.key_min_effect}")
         if self.resolution < 16 or self.resolution % (2 ** self.depth):
             raise ConfigError(f"bake resolution must be >= 16 and divisible by 2^depth = {2 ** self.depth}, "
                               f"found {self.resolution}")

@@ -41,7 +41,7 @@ def protocol_description(loaded) -> dict:
 def run_eval(cfg: EvalConfig, sink=None) -> dict:
     """Computes PSNR/SSIM(/LPIPS) of the avatar's renders on a split and writes metrics JSON."""
     device = resolve_device(cfg.device)
-    loaded = load_for_rendering(cfg.avatar, device, cfg.from_maps, cfg.texel_stride)
+    loaded = load_for_rendering(cfg.avatar, device, cfg.from_maps, cfg.texel_stride, cfg.map_keys)
     dataset = cfg.dataset or loaded.meta.get("dataset", "")
     if not dataset:
         raise ConfigError("eval needs --dataset (the avatar does not record its dataset)")
@@ -61,6 +61,7 @@ def run_eval(cfg: EvalConfig, sink=None) -> dict:
         raise ConfigError(f"{cfg.avatar}: no '{cfg.split}' frames to evaluate")
     metrics = evaluate_images(torch.stack(preds), torch.stack(gts), lpips=lpips)
     metrics.update({"split": cfg.split, "frames": len(preds), "from_maps": cfg.from_maps,
+                    "map_keys": bool(cfg.from_maps and cfg.map_keys and loaded.avatar.appearance is not None),
                     "texel_stride": cfg.texel_stride, "num_gaussians": len(loaded.avatar.gaussians),
                     "protocol": protocol_description(loaded)})
     out = Path(cfg.out) if cfg.out else loaded.folder.metrics_file(cfg.split, cfg.from_maps)

@@ -14,18 +14,23 @@ from engine.device import resolve_device
 from engine.errors import ConfigError
 from engine.evaluate.config import RenderConfig
 from engine.geometry.cameras import Camera
+from engine.map_keys import attach_map_keys
 from engine.maps import load_maps, load_maps_into, texel_gaussians
 
 log = logging.getLogger(__name__)
 
 
 def load_for_rendering(avatar_dir: str | Path, device: torch.device, from_maps: bool,
-                       texel_stride: int = 0) -> LoadedAvatar:
+                       texel_stride: int = 0, map_keys: bool = True) -> LoadedAvatar:
     """Loads an avatar; with ``from_maps`` its Gaussian attributes are replaced by those
     re-splatted from its baked (possibly edited) maps (FATE §3.3): onto the trained Gaussians'
     bindings (``texel_stride`` 0) or onto one Gaussian per ``texel_stride``-th covered texel
-    (:func:`engine.maps.texel_gaussians`)."""
+    (:func:`engine.maps.texel_gaussians`), and, with ``map_keys``, their colour and opacity follow
+    the map shape keys of ``maps/dynamic`` as in Blender (:mod:`engine.map_keys`; a HeadGaS model
+    is replaced by them, without keys the maps are static)."""
     loaded = load_avatar(avatar_dir, device)
+    if from_maps:
+        loaded.avatar.appearance = None
     if from_maps and texel_stride > 0:
         av = loaded.avatar
         maps, manifest = load_maps(loaded.folder.maps_dir)
@@ -38,6 +43,8 @@ def load_for_rendering(avatar_dir: str | Path, device: torch.device, from_maps: 
                                        int(manifest["resolution"]), texel_stride, av.gaussians.shell)
     elif from_maps:
         load_maps_into(loaded.avatar.gaussians, loaded.folder.maps_dir, loaded.avatar.head)
+    if from_maps and map_keys:
+        attach_map_keys(loaded.avatar, loaded.folder.maps_dir, load_maps(loaded.folder.maps_dir, names=())[1])
     return loaded
 
 
@@ -94,7 +101,7 @@ def run_render(cfg: RenderConfig, sink=None) -> dict:
     from engine.io.images import write_png
 
     device = resolve_device(cfg.device)
-    loaded = load_for_rendering(cfg.avatar, device, cfg.from_maps, cfg.texel_stride)
+    loaded = load_for_rendering(cfg.avatar, device, cfg.from_maps, cfg.texel_stride, cfg.map_keys)
     out = Path(cfg.out) if cfg.out else loaded.folder.renders_dir(cfg.split, reenact=bool(cfg.driver))
     out.mkdir(parents=True, exist_ok=True)
     n = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -19,7 +20,7 @@ from engine.geometry.cameras import Camera
 from engine.geometry.uv import sample_uv_texels
 from engine.model.blendshapes import LearnedBlendshapes, deform
 from engine.model.flame_layer import FlameLayer
-from engine.model.gaussians import UVGaussians
+from engine.model.gaussians import UVGaussians, WorldGaussians
 from engine.model.head_model import HeadModel
 from engine.model.tracking import TrackingRefinement
 from engine.raster import rasterize
@@ -37,6 +38,23 @@ class Avatar:
     gaussians: UVGaussians
     blendshapes: LearnedBlendshapes
     tracking: TrackingRefinement
+    appearance: Any = None
+    """Expression-dependent colour and opacity, or None for FATE's static ones: a callable
+    ``(gaussians, expr [E], pose [J·3]) -> (colors [N, 3], opacities [N])``, e.g.
+    :class:`engine.model.headgas.HeadGaSAppearance` or ``engine.map_keys.MapKeyAppearance``."""
+
+    def place(self, verts: Tensor, expr: Tensor, pose: Tensor) -> WorldGaussians:
+        """The Gaussians on a posed mesh (FATE Eq. 2–4) with the frame's appearance.
+
+        Args:
+            verts: posed vertices, meters. [V, 3]
+            expr: the frame's expression coefficients. [E]
+            pose: its joint rotations, axis-angle, radians. [J·3]
+        """
+        g = self.gaussians.place(verts, self.faces)
+        if self.appearance is not None:
+            g.colors, g.opacities = self.appearance(self.gaussians, expr, pose)
+        return g
 
     def posed_vertices(self, shape: Tensor, expr: Tensor, pose: Tensor,
                        translation: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -48,7 +66,7 @@ class Avatar:
         """Renders one frame. shape [S], expr [E], pose [J·3], translation [3] | None."""
         verts, _ = self.posed_vertices(shape[None], expr[None], pose[None],
                                        None if translation is None else translation[None])
-        g = self.gaussians.place(verts[0], self.faces)
+        g = self.place(verts[0], expr, pose)
         return rasterize(g.means, g.covars, g.opacities, g.colors, camera, background, backend=backend)
 
 

@@ -21,6 +21,7 @@ from engine.device import resolve_device
 from engine.errors import CancelledError, ConfigError
 from engine.model.avatar import Avatar, build_avatar, frame_inputs, match_coefficients
 from engine.model.head_model import HeadModel
+from engine.model.headgas import attach_headgas
 from engine.model.provenance import check_tracking_model
 from engine.model.resolve import resolve_head_model
 from engine.raster import default_backend, rasterize
@@ -64,6 +65,9 @@ class Trainer:
         self.background = torch.tensor(cfg.background, dtype=torch.float32, device=self.device)
         avatar = build_avatar(head, self.seq, self.device, uv_resolution=cfg.uv_resolution, shell=cfg.shell,
                               learn_blendshapes=cfg.learn_blendshapes, refine_tracking=cfg.refine_tracking)
+        if cfg.appearance == "headgas":
+            h = cfg.headgas
+            attach_headgas(avatar, self.seq.shape, h.num_expr, h.jaw, h.feature_dim, h.hidden, h.pe_freqs)
         self.strategy = make_strategy(cfg.densify)
         self.state = TrainState(step=0, avatar=avatar, optimizer=make_optimizer(avatar, cfg),
                                 densify_state=self.strategy.initialize_state(len(avatar.gaussians), self.device),
@@ -140,7 +144,7 @@ class Trainer:
         cfg, av = self.cfg, self.avatar
         shape, expr, pose, trans, cam = frame_inputs(av, self.seq, i, self.device)
         verts, verts_ref = av.posed_vertices(shape[None], expr[None], pose[None], trans[None])
-        g = av.gaussians.place(verts[0], av.faces)
+        g = av.place(verts[0], expr, pose)
         out = rasterize(g.means, g.covars, g.opacities, g.colors, cam, self.background, backend=self.backend)
         info = {"means": g.means, "means2d": out.means2d, "radii": out.radii}
         self.strategy.step_pre_backward(self.state.densify_state, info)
