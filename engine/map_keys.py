@@ -277,7 +277,7 @@ def attach_map_keys(avatar, maps_dir: Path, manifest: dict) -> MapKeys | None:
     from engine.model.appearance_drivers import make_drivers
 
     keys = load_map_keys(maps_dir, manifest)
-    if keys is None:
+    if keys is None or len(keys) == 0:
         return None
     g = avatar.gaussians
     uv = gaussian_uvs(g.face_idx, g.bary, avatar.head.uvs, avatar.head.faces_uv_all)

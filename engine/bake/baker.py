@@ -289,6 +289,10 @@ class Baker:
             keys, stats = map_keys_from_maps(lambda i: {k: v.detach() for k, v in self.maps(i).items()},
                                              self.key_drivers(), self.loaded.tracking, self.train_idx,
                                              self.cfg.resolution, self.cfg.key_min_effect)
+        if keys is not None and len(keys) == 0:
+            log.warning("map shape keys: no key changes the maps by key_min_effect = %g; none written",
+                        self.cfg.key_min_effect)
+            keys = None
         if keys is not None:
             extra["dynamic"] = write_map_keys(self.folder.maps_dir, keys, stats)
         path = write_maps(self.folder.maps_dir, maps, extra=extra)

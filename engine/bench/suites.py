@@ -9,6 +9,8 @@ Suites:
 - ``bake``: neural baking of the ``train`` suite's avatar (trained first if missing) with
   ``init=direct``, ``init=direct`` appearance-only and ``init=noise``: bake time, held-out PSNR
   before/after (the cost of baking) and colour-map total variation vs the direct per-texel fit.
+- ``appearance``: static (FATE) vs HeadGaS vs the expression-conditioned BakeNet and their map
+  shape keys as Blender blends them (:mod:`engine.bench.appearance_ablation`).
 """
 
 from __future__ import annotations
@@ -166,6 +168,10 @@ def run_bench(cfg: BenchConfig, sink=None) -> dict:
     if "fate" in suites:
         from engine.bench.fate_ablation import run_fate_ablation
         results["fate"] = run_fate_ablation(Path(cfg.dataset) if cfg.dataset else dataset, work, cfg.steps, device)
+    if "appearance" in suites:
+        from engine.bench.appearance_ablation import appearance_dataset, run_appearance_ablation
+        ds = Path(cfg.dataset) if cfg.dataset else appearance_dataset(work, cfg.frames, cfg.resolution)
+        results["appearance"] = run_appearance_ablation(ds, work, cfg, device)
     text = format_tables(results)
     import sys
     print(text, file=sys.stderr)

@@ -87,5 +87,8 @@ class SyntheticConfig:
     """amplitude of the expression coefficients"""
     jaw_open_rad: float = 0.25
     """maximum jaw opening, radians"""
+    dynamic_appearance: bool = False
+    """expression-dependent appearance: wrinkles, mouth interior, lid creases
+    (engine.demo.expression_appearance; issue 19)"""
     seed: int = 0
     """random seed"""
