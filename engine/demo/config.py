@@ -46,6 +46,12 @@ class DemoConfig:
     """CPU threads for torch (train, bake, eval); presets: cpu/test 1 (a second thread gains ~1.4×
     on an idle 2-core machine but loses ~3× as soon as another process shares it), cuda: torch's
     default"""
+    dynamic_appearance: bool = True
+    """the subject's appearance changes with the expression: forehead wrinkles, smile lines, mouth
+    interior with teeth, lid creases, blended in its Cycles material by its shape keys (issue 19)"""
+    appearance: Literal["static", "headgas"] = "headgas"
+    """the avatar's appearance model (TrainConfig.appearance): "headgas" learns the expression-
+    dependent appearance, its bake writes map shape keys that Blender blends"""
     blender_python: str = ""
     """Python with the bpy module for the Blender stages (default: this interpreter)"""
     seed: int = 0

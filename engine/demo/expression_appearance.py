@@ -236,3 +236,38 @@ def surface_texels(head: HeadModel, resolution: int):
     pts = barycentric_points(verts, faces, fi, bary).numpy()
     nrm = torch.nn.functional.normalize(barycentric_points(vertex_normals(verts, faces), faces, fi, bary), dim=-1)
     return pts, nrm.numpy(), np.asarray(s.uv), np.asarray(s.face_idx) >= len(head.faces), np.asarray(s.texel)
+
+
+LAYERS_JSON = "appearance.json"
+"""The subject's layer list (what ``addon/demo/appearance.py`` reads)."""
+
+
+def write_layer_textures(folder, head: HeadModel, resolution: int) -> dict:
+    """Writes the subject's layers for Blender: ``appearance/<layer>.png`` (8-bit straight-alpha
+    RGBA, sRGB colour, :func:`layer_textures`) and ``appearance.json``::
+
+        {"format": "fate-demo-appearance", "format_version": 1, "blend": "...",
+         "layers": [{"name", "file", "shape_key" (null = always on), "gain"}, ...]}
+
+    in :data:`LAYERS` order (the order they are composited).
+
+    Returns:
+        the content of appearance.json.
+    """
+    from pathlib import Path
+
+    from engine.io.atomic import write_json
+    from engine.io.images import write_png
+
+    folder = Path(folder)
+    textures = layer_textures(head, resolution)
+    layers = []
+    for layer in LAYERS:
+        write_png(folder / "appearance" / f"{layer.name}.png", textures[layer.name])
+        layers.append({"name": layer.name, "file": f"appearance/{layer.name}.png", "shape_key": layer.shape_key,
+                       "gain": layer.gain})
+    info = {"format": "fate-demo-appearance", "format_version": 1,
+            "blend": "colour = mix(colour, layer.rgb, layer.alpha * clamp(gain * shape_key_value, 0, 1)), in order",
+            "layers": layers}
+    write_json(folder / LAYERS_JSON, info)
+    return info
