@@ -78,15 +78,24 @@ class KeyFit:
 
     Minimises ``Σ_t ‖y_t − Σ_k φ_tk D_k‖² + λ ‖D‖²`` over D [K, M] for frames with features
     φ_t [K] and targets y_t [M] (the same features for every column, so one K×K system serves
-    all M columns: M = N Gaussians × 4 or R² texels × 4). λ = ``ridge`` · mean diagonal of ΦᵀΦ.
+    all M columns: M = N Gaussians × 4 or R² texels × 4). λ = ``ridge`` · mean diagonal of ΦᵀΦ,
+    ``ridge`` chosen from :data:`RIDGES` by cross-validation over ``folds`` contiguous blocks of
+    frames (held-out blocks of a smooth sequence are what the test split looks like; neighbouring
+    frames would not penalise over-fitting), scored on up to :data:`CV_COLUMNS` random columns.
 
     Args:
         specs: the K candidate keys (:func:`split_specs`).
         columns: M.
         device: where the M-wide accumulator lives.
+        folds: cross-validation blocks (< 2: no cross-validation, ``ridge`` as given to solve).
+        seed: of the cross-validation columns.
     """
 
-    def __init__(self, specs: list[KeySpec], columns: int, device: torch.device | str = "cpu"):
+    RIDGES = (1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)
+    CV_COLUMNS = 16384
+
+    def __init__(self, specs: list[KeySpec], columns: int, device: torch.device | str = "cpu", folds: int = 5,
+                 seed: int = 0):
         self.specs = list(specs)
         K = len(self.specs)
         self.gram = torch.zeros(K, K, dtype=torch.float64)
@@ -94,28 +103,60 @@ class KeyFit:
         self.peak = torch.zeros(K, dtype=torch.float64)
         self.frames = 0
         self.target_power = 0.0
+        self.folds = int(folds)
+        gen = torch.Generator().manual_seed(seed)
+        self.cv_cols = torch.randperm(columns, generator=gen)[: self.CV_COLUMNS].to(device)
+        F = max(self.folds, 1)
+        self.cv_gram = torch.zeros(F, K, K, dtype=torch.float64)
+        self.cv_rhs = torch.zeros(F, K, len(self.cv_cols), dtype=torch.float64)
+        self.cv_power = torch.zeros(F, dtype=torch.float64)
 
     @torch.no_grad()
-    def add(self, phi: Tensor, y: Tensor) -> None:
-        """One frame: features φ [K], target deltas y [M]."""
+    def add(self, phi: Tensor, y: Tensor, fold: int = 0) -> None:
+        """One frame: features φ [K], target deltas y [M], its cross-validation block."""
         p = phi.detach().double().cpu()
+        y = y.detach().reshape(-1)
         self.gram += p[:, None] * p[None, :]
         self.peak = torch.maximum(self.peak, p.abs())
-        self.rhs += phi.detach().to(self.rhs)[:, None] * y.detach().reshape(1, -1).to(self.rhs)
-        self.target_power += float(y.detach().double().square().sum())
+        self.rhs += phi.detach().to(self.rhs)[:, None] * y[None, :].to(self.rhs)
+        self.target_power += float(y.double().square().sum())
         self.frames += 1
+        f = min(max(int(fold), 0), max(self.folds, 1) - 1)
+        yc = y[self.cv_cols.to(y.device)].double().cpu()
+        self.cv_gram[f] += p[:, None] * p[None, :]
+        self.cv_rhs[f] += p[:, None] * yc[None, :]
+        self.cv_power[f] += float(yc.square().sum())
+
+    def _cv_ridge(self, keep: Tensor) -> tuple[float, dict]:
+        """The ridge of :data:`RIDGES` with the least held-out error (and the errors)."""
+        G, B = self.cv_gram[:, keep][:, :, keep], self.cv_rhs[:, keep]
+        Gs, Bs = G.sum(0), B.sum(0)
+        scale = float(Gs.diagonal().mean())
+        errors = {}
+        for r in self.RIDGES:
+            err = 0.0
+            for f in range(G.shape[0]):
+                Gt = Gs - G[f]
+                D = torch.linalg.solve(Gt + r * scale * torch.eye(len(keep), dtype=Gt.dtype), Bs - B[f])
+                err += float(self.cv_power[f] - 2.0 * (D * B[f]).sum() + (D * (G[f] @ D)).sum())
+            errors[r] = err / max(float(self.cv_power.sum()), 1e-30)
+        return min(errors, key=errors.get), errors
 
     @torch.no_grad()
-    def solve(self, ridge: float = 1e-3, min_peak: float = 1e-4) -> tuple[list[KeySpec], Tensor, dict]:
+    def solve(self, ridge: float | None = None, min_peak: float = 1e-4) -> tuple[list[KeySpec], Tensor, dict]:
         """The fitted keys.
 
         Keys whose feature never exceeded ``min_peak`` over the frames have no data and are left
         out.
 
+        Args:
+            ridge: relative ridge weight; None = cross-validated (class doc; 1e-2 without folds).
+            min_peak: see above.
         Returns:
-            the kept specs [K'], their deltas [K', M] (float32) and fit statistics:
-            ``frames``, ``explained`` (the fraction of Σ_t ‖y_t‖² the fit reproduces on the
-            fitted frames: 1 − residual / total).
+            the kept specs [K'], their deltas [K', M] (float32) and fit statistics: ``frames``,
+            ``ridge``, ``explained`` (the fraction of Σ_t ‖y_t‖² the fit reproduces on the fitted
+            frames: 1 − residual / total) and, cross-validated, ``cv_unexplained`` (held-out
+            residual / total per ridge tried).
         Raises:
             MapsError: no frame was added.
         """
@@ -124,6 +165,13 @@ class KeyFit:
         keep = torch.nonzero(self.peak > min_peak).squeeze(1)
         if keep.numel() == 0:
             return [], self.rhs.new_zeros(0, self.rhs.shape[1]), {"frames": self.frames, "explained": 0.0}
+        stats: dict = {"frames": self.frames}
+        if ridge is None:
+            if self.folds >= 2 and self.frames >= self.folds:
+                ridge, errors = self._cv_ridge(keep)
+                stats["cv_unexplained"] = {f"{r:g}": round(e, 4) for r, e in errors.items()}
+            else:
+                ridge = 1e-2
         G = self.gram[keep][:, keep]
         lam = ridge * float(G.diagonal().mean())
         inv = torch.linalg.inv(G + lam * torch.eye(len(keep), dtype=G.dtype)).to(self.rhs)
@@ -132,8 +180,9 @@ class KeyFit:
         # Σ‖y − Φ D‖² = Σ‖y‖² − 2 tr(Dᵀ Φᵀ Y) + tr(Dᵀ Φᵀ Φ D)
         fitted = 2.0 * float((D.double() * rhs.double()).sum()) - float(
             (D.double() * (G.to(D.device) @ D.double())).sum())
-        explained = fitted / self.target_power if self.target_power > 0 else 1.0
-        return [self.specs[int(i)] for i in keep], D, {"frames": self.frames, "explained": round(explained, 4)}
+        stats["ridge"] = ridge
+        stats["explained"] = round(fitted / self.target_power, 4) if self.target_power > 0 else 1.0
+        return [self.specs[int(i)] for i in keep], D, stats
 
 
 # ---------------------------------------------------------------------- files

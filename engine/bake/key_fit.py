@@ -32,6 +32,11 @@ def _frame(tracking: dict, i: int, device) -> tuple[Tensor, Tensor]:
             torch.as_tensor(tracking["pose"][i], dtype=torch.float32, device=device))
 
 
+def _fold(j: int, n: int, fit: KeyFit) -> int:
+    """Cross-validation block of the j-th of n frames (contiguous blocks, in frame order)."""
+    return j * max(fit.folds, 1) // max(n, 1)
+
+
 def _prune(keys: MapKeys, min_effect: float) -> MapKeys:
     """``keys`` without those whose largest |Δ| (colour or opacity) is below ``min_effect``."""
     effect = torch.maximum(keys.color.abs().flatten(1).amax(1), keys.opacity.abs().flatten(1).amax(1))
@@ -51,7 +56,7 @@ def _to_keys(specs: list[KeySpec], D: Tensor, R: int, source: str) -> MapKeys:
 
 @torch.no_grad()
 def headgas_keys(avatar, tracking: dict, frames: list[int], uv: Tensor, resolution: int, blur: float,
-                 min_effect: float, ridge: float = 1e-3) -> tuple[MapKeys, dict]:
+                 min_effect: float, ridge: float | None = None) -> tuple[MapKeys, dict]:
     """Map shape keys of a HeadGaS avatar's MLP over ``frames`` (module doc).
 
     Args:
@@ -62,7 +67,7 @@ def headgas_keys(avatar, tracking: dict, frames: list[int], uv: Tensor, resoluti
         resolution: map size R.
         blur: σ of the low-pass applied to the per-texel fit, texels (0 = none).
         min_effect: keys with a smaller largest |Δ| are dropped.
-        ridge: relative ridge weight of the fit.
+        ridge: relative ridge weight of the fit (None: cross-validated, :class:`engine.map_keys.KeyFit`).
     Returns:
         the keys (colour in encoded units) and fit statistics (``explained`` per Gaussian
         values, before the per-texel fit).
@@ -70,11 +75,11 @@ def headgas_keys(avatar, tracking: dict, frames: list[int], uv: Tensor, resoluti
     model, g = avatar.appearance, avatar.gaussians
     base_c, base_o = g.colors(), g.opacities()
     fit = KeyFit(split_specs(model.drivers), len(g) * 4, device=base_c.device)
-    for i in frames:
+    for j, i in enumerate(frames):
         expr, pose = _frame(tracking, i, base_c.device)
         c, o = model(g, expr, pose)
         y = torch.cat([c - base_c, (o - base_o)[:, None]], dim=1)
-        fit.add(split_features(model.drivers.values(expr, pose)), y.reshape(-1))
+        fit.add(split_features(model.drivers.values(expr, pose)), y.reshape(-1), _fold(j, len(frames), fit))
     specs, D, stats = fit.solve(ridge)
     K = len(specs)
     per_gaussian = D.reshape(K, len(g), 4).permute(1, 0, 2).reshape(len(g), K * 4)
@@ -89,7 +94,7 @@ def headgas_keys(avatar, tracking: dict, frames: list[int], uv: Tensor, resoluti
 @torch.no_grad()
 def map_keys_from_maps(maps_at: Callable[[int | None], dict[str, Tensor]], drivers: AppearanceDrivers,
                        tracking: dict, frames: list[int], resolution: int, min_effect: float,
-                       ridge: float = 1e-3) -> tuple[MapKeys, dict]:
+                       ridge: float | None = None) -> tuple[MapKeys, dict]:
     """Map shape keys of per-frame maps (the conditioned BakeNet) over ``frames``.
 
     Args:
@@ -106,8 +111,9 @@ def map_keys_from_maps(maps_at: Callable[[int | None], dict[str, Tensor]], drive
 
     base = stacked(maps_at(None))
     fit = KeyFit(split_specs(drivers), resolution * resolution * 4, device=base.device)
-    for i in frames:
+    for j, i in enumerate(frames):
         expr, pose = _frame(tracking, i, base.device)
-        fit.add(split_features(drivers.values(expr, pose)), (stacked(maps_at(i)) - base).reshape(-1))
+        fit.add(split_features(drivers.values(expr, pose)), (stacked(maps_at(i)) - base).reshape(-1),
+                _fold(j, len(frames), fit))
     specs, D, stats = fit.solve(ridge)
     return _prune(_to_keys(specs, D, resolution, "dynamic_maps"), min_effect), stats

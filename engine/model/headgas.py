@@ -148,8 +148,17 @@ class HeadGaSAppearance(nn.Module):
             encoded (sRGB) colour in [0, 1] [N, 3], opacity in [0, 1] [N].
         """
         dc, da = self.residuals(gaussians, self.drivers.values(expr, pose))
+        self.last_residuals = (dc, da)
         colors = (0.5 + SH_C0 * (gaussians.sh0 + dc)).clamp(0.0, 1.0)
         return colors, torch.sigmoid(gaussians.opacity_logit + da)
+
+    def residual_penalty(self) -> Tensor:
+        """Mean absolute change from the neutral face of the last :meth:`forward`, in colour units
+        (encoded colour, and opacity through the logistic's largest slope 1/4): the training
+        regulariser ``headgas.lambda_residual`` (an L1 form of Animatable Gaussians' ‖ΔO‖², which
+        keeps a Gaussian's appearance where it is unless an expression consistently needs a change)."""
+        dc, da = self.last_residuals
+        return (SH_C0 * dc).abs().mean() + 0.25 * da.abs().mean()
 
     # ------------------------------------------------------------------ persistence
     def metadata(self) -> dict[str, str]:

@@ -161,6 +161,8 @@ class Trainer:
             loss = loss + cfg.lambda_flame * losses.flame_loss(verts, verts_ref)
         if cfg.lambda_scale > 0:
             loss = loss + cfg.lambda_scale * losses.scale_ratio_loss(g.scales, cfg.scale_ratio)
+        if cfg.appearance == "headgas" and cfg.headgas.lambda_residual > 0:
+            loss = loss + cfg.headgas.lambda_residual * av.appearance.residual_penalty()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.strategy.step_post_backward(self.state.densify_state, info)

@@ -192,6 +192,23 @@ def test_key_fit_recovers_a_split_linear_basis():
     assert stats["explained"] == pytest.approx(1.0, abs=1e-4)
 
 
+def test_key_fit_cross_validates_the_ridge():
+    """Exactly linear deltas: the smallest ridge wins; pure noise: the largest (the keys then
+    stay near zero instead of fitting the training frames)."""
+    gen = torch.Generator().manual_seed(5)
+    specs = [KeySpec("a", 1), KeySpec("a", -1), KeySpec("b", 1), KeySpec("b", -1)]
+    true = torch.randn(4, 64, generator=gen)
+    clean, noise = KeyFit(specs, 64), KeyFit(specs, 64)
+    for t in range(30):
+        phi = split_features(torch.randn(2, generator=gen))
+        clean.add(phi, phi @ true, fold=t * 5 // 30)
+        noise.add(phi, torch.randn(64, generator=gen), fold=t * 5 // 30)
+    _, _, s_clean = clean.solve()
+    _, D_noise, s_noise = noise.solve()
+    assert s_clean["ridge"] == KeyFit.RIDGES[0] and s_noise["ridge"] == KeyFit.RIDGES[-1]
+    assert s_clean["explained"] > 0.999 and float(D_noise.abs().mean()) < 0.3
+
+
 # ---------------------------------------------------------------------- the conditioned BakeNet
 def test_expression_conditioning_is_zero_at_rest_and_follows_the_expression(avatar, demo_head):
     from engine.bake.dynamic import ExpressionConditioning
@@ -280,3 +297,36 @@ def test_dynamic_maps_bake_writes_map_keys(tiny_dataset, tmp_path):
     from safetensors.torch import load_file
 
     assert "cond_mean" in load_file(str(out / "bakenet.safetensors"))
+
+
+# ---------------------------------------------------------------------- the demo subject's layers
+def test_demo_layers_are_driven_by_shape_keys_and_placed_on_their_features(demo_head):
+    from engine.demo.expression_appearance import (LAYERS, composite, layer_factors, layer_rgba,
+                                                   shape_key_values, surface_texels)
+
+    pts, nrm, uv, is_mouth, _ = surface_texels(demo_head, 256)  # the forehead lines alias below ~200²
+    layers = layer_rgba(pts, nrm, uv, is_mouth, demo_head)
+    assert list(layers) == [layer.name for layer in LAYERS]
+    for name in ("mouth_interior", "mouth_open"):
+        assert np.array_equal(layers[name][:, 3] > 0, is_mouth)  # exactly the mouth-closing faces
+    for name in ("brow_wrinkles", "smile_lines", "lid_crease_left"):
+        a = layers[name][:, 3]
+        assert a.max() > 0.5 and not (is_mouth & (a > 0)).any()
+    wrinkles = pts[layers["brow_wrinkles"][:, 3] > 0.1]
+    assert wrinkles[:, 1].min() > 0.04 and wrinkles[:, 2].min() > 0.0  # on the forehead, in front
+    left = pts[layers["lid_crease_left"][:, 3] > 0.1]
+    assert (left[:, 0] > 0).all()  # the subject's left is +x
+    # the jaw opens the mouth layer through its corrective key: (R − I)[2, 1] = sin θ
+    pose = np.zeros(demo_head.num_joints * 3, np.float32)
+    pose[6] = 0.1
+    values = shape_key_values(demo_head, np.zeros(demo_head.num_expr, np.float32), pose)
+    assert values["Pose_jaw_21"] == pytest.approx(np.sin(0.1), abs=1e-6)
+    f = layer_factors(values)
+    assert f["mouth_open"] == pytest.approx(5.0 * np.sin(0.1), abs=1e-5) and f["mouth_interior"] == 1.0
+    assert f["brow_wrinkles"] == 0.0 and layer_factors({"brow_raise": -1.0})["brow_wrinkles"] == 0.0
+    base = np.full((len(pts), 3), 0.6, np.float32)
+    closed = composite(base, layers, layer_factors({}))
+    raised = composite(base, layers, layer_factors({"brow_raise": 1.0}))
+    changed = np.abs(raised - closed).max(1) > 1e-3
+    alpha = layers["brow_wrinkles"][:, 3]
+    assert not (changed & (alpha == 0)).any() and changed[alpha > 0.01].all()  # where the wrinkles are
