@@ -17,6 +17,7 @@ file                           content                                      writ
 ``avatar.json``                format, head-model hash, config, metrics     :meth:`AvatarFolder.save`
 ``gaussians.safetensors``      bindings + raw Gaussian attributes           :meth:`AvatarFolder.save`
 ``blendshapes.safetensors``    learnt ΔE, ΔP, Δ (FATE Eq. 5)                :meth:`AvatarFolder.save`
+``appearance.safetensors``     the HeadGaS decoder (appearance "headgas")   :meth:`AvatarFolder.save`
 ``head_model.npz``             the head model trained with                  :meth:`AvatarFolder.save`
 ``tracking.npz``               per-frame FLAME parameters and cameras       :meth:`AvatarFolder.save`
 ``soft_binding.safetensors``   soft binding: network, unfolded Gaussians    :meth:`AvatarFolder.save`
@@ -38,6 +39,7 @@ file                           content                                      writ
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +81,7 @@ class AvatarFolder:
     AVATAR_JSON = "avatar.json"
     GAUSSIANS = "gaussians.safetensors"
     BLENDSHAPES = "blendshapes.safetensors"
+    APPEARANCE = "appearance.safetensors"
     HEAD_MODEL = "head_model.npz"
     TRACKING = "tracking.npz"
     SOFT_BINDING = "soft_binding.safetensors"
@@ -163,6 +166,9 @@ class AvatarFolder:
         with publish(self.root) as pub:
             write_safetensors(pub.path(self.GAUSSIANS), state, {"shell": g.shell})
             write_safetensors(pub.path(self.BLENDSHAPES), dict(avatar.blendshapes.state_dict()))
+            if avatar.appearance is not None:
+                write_safetensors(pub.path(self.APPEARANCE), dict(avatar.appearance.state_dict()),
+                                  avatar.appearance.metadata())
             avatar.head.save_npz(pub.path(self.HEAD_MODEL))
             self._write_tracking(avatar, seq, pub.path(self.TRACKING))
             self._export_blender(avatar, seq, pub.path(self.BLENDER_HEAD), pub.path(self.BLENDER_BINDINGS),
@@ -180,6 +186,8 @@ class AvatarFolder:
             })
         if live.soft_binding is None:
             self.path(self.SOFT_BINDING).unlink(missing_ok=True)  # a stale one from an earlier soft training
+        if avatar.appearance is None:
+            self.path(self.APPEARANCE).unlink(missing_ok=True)  # a stale one from an earlier HeadGaS training
 
     def _write_soft_binding(self, avatar: "Avatar", path: Path) -> None:
         """``soft_binding.safetensors`` (soft binding only): the network and its fixed inputs
@@ -328,10 +336,33 @@ class AvatarFolder:
                               f"{exc}); retrain it") from exc
         if g.face_idx.numel() and (int(g.face_idx.min()) < 0 or int(g.face_idx.max()) >= faces.shape[0]):
             raise AvatarError(f"{self.path(self.GAUSSIANS)}: face_idx outside the head model's {faces.shape[0]} faces")
-        av = Avatar(head, flame, faces, g.to(device), bs, tr.to(device))
+        av = Avatar(head, flame, faces, g.to(device), bs, tr.to(device),
+                    appearance=self._load_appearance(device, meta, force))
         if soft_binding:
             av.gaussians, av.soft_binding = self._load_soft_binding(head, device, g.shell)
         return LoadedAvatar(av, meta, tracking, self)
+
+    def _load_appearance(self, device: torch.device | str, meta: dict, force: bool = False):
+        """The expression-dependent appearance model of ``appearance.safetensors``, or None
+        (checked against the sha256 ``avatar.json`` records for it).
+
+        Raises:
+            AvatarError: the file is unreadable, does not match avatar.json, or is of an unknown kind.
+        """
+        path = self.path(self.APPEARANCE)
+        if not path.exists():
+            return None
+        from safetensors.torch import load as safetensors_load
+
+        from engine.model.headgas import headgas_from_state
+
+        data = read_bytes(path, AvatarError, self.expected_sha256(meta, self.APPEARANCE, force), "appearance model")
+        try:
+            header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+            state = {k: v.to(device) for k, v in safetensors_load(data).items()}
+            return headgas_from_state(state, dict(header.get("__metadata__") or {})).to(device)
+        except Exception as exc:  # SafetensorError, a bad header or a state of another shape
+            raise AvatarError(f"cannot read the appearance model {path}: {type(exc).__name__}: {exc}") from exc
 
     def _load_soft_binding(self, head: "HeadModel", device: torch.device | str, shell: float):
         """(unfolded UVGaussians, SoftBinding) from ``soft_binding.safetensors``."""

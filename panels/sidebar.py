@@ -122,6 +122,7 @@ class FATE_PT_avatar(_FateSidebar, bpy.types.Panel):
                 row.prop(settings, "resplat", text="")
                 if settings.resplat == "TEXEL":
                     row.prop(settings, "texel_stride", text="Every")
+                box.prop(settings, "map_keys")
             _draw_bake_first(box, head)
             _draw_training_note(box, head)
         box.label(text="F12 renders the scene camera's view")

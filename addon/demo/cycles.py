@@ -11,6 +11,7 @@ import bpy
 import numpy as np
 
 from ..rig.importer import import_avatar
+from .appearance import add_expression_layers
 from .scene import clear_scene, colour_management, png_rgba, progress
 
 __all__ = ["stage_cycles"]
@@ -80,6 +81,7 @@ def stage_cycles(cfg: dict) -> dict:
     mat = _albedo_material("DemoSubject_albedo", subject / "albedo.png")
     head.data.materials.clear()
     head.data.materials.append(mat)
+    layers = add_expression_layers(mat, subject, head)
     _soft_light(scene, rig, float(cfg.get("world_strength", 0.8)), float(cfg.get("sun_strength", 0.6)),
                 float(cfg.get("sun_angle_deg", 40.0)))
 
@@ -118,4 +120,4 @@ def stage_cycles(cfg: dict) -> dict:
         bpy.ops.render.render(write_still=True)
         progress(stage, i + 1, T)
     return {"frames": T, "out": str(out), "seconds": round(time.time() - t0, 2),
-            "warnings": res.warnings}
+            "warnings": res.warnings, "appearance_layers": layers}

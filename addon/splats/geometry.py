@@ -21,7 +21,8 @@ import numpy as np
 
 from ..rig.flame_math import axis_angle_to_matrix
 
-__all__ = ["SplatGaussians", "MapSamples", "face_frames", "place_gaussians"]
+__all__ = ["SplatGaussians", "MapSamples", "face_frames", "place_gaussians", "map_key_weights",
+           "blend_map_keys"]
 
 _EPS = 1e-12
 
@@ -142,3 +143,40 @@ def place_gaussians(verts: np.ndarray, faces: np.ndarray, face_idx: np.ndarray, 
                           np.ascontiguousarray(covars, dtype=np.float32),
                           np.ascontiguousarray(samples.color, dtype=np.float32),
                           np.ascontiguousarray(samples.opacity, dtype=np.float32))
+
+
+def map_key_weights(values: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """Weights of the map shape keys: ``w_k = max(sign_k · value_k, 0)`` (engine/map_keys.py).
+
+    Args:
+        values: the value of each key's driving shape key. [K]
+        signs: +1 / −1 per key. [K]
+    Returns:
+        [K] float32
+    """
+    return np.maximum(np.asarray(signs, np.float32) * np.asarray(values, np.float32), 0.0)
+
+
+def blend_map_keys(samples: MapSamples, weights: np.ndarray, d_color: np.ndarray,
+                   d_opacity: np.ndarray) -> MapSamples:
+    """Map samples under an expression: ``clip(base + Σ_k w_k Δ_k, 0, 1)`` for colour and opacity
+    (the engine's ``engine.map_keys.MapKeyAppearance.blend``; issue 19).
+
+    The base is the (painted) maps' samples, so an edit of the colour map shows under every
+    expression; with all weights zero ``samples`` itself is returned (the base, exactly).
+
+    Args:
+        samples: the maps' values at the Gaussians' UVs.
+        weights: :func:`map_key_weights`. [K]
+        d_color: colour deltas at the Gaussians' UVs, encoded units. [K, N, 3]
+        d_opacity: opacity deltas there. [K, N]
+    Returns:
+        MapSamples (scale, rotation and offset shared with ``samples``).
+    """
+    w = np.asarray(weights, np.float32)
+    if not np.any(w != 0.0):
+        return samples
+    color = np.clip(samples.color + np.tensordot(w, d_color, axes=1), 0.0, 1.0).astype(np.float32)
+    opacity = np.clip(samples.opacity + w @ d_opacity, 0.0, 1.0).astype(np.float32)
+    return MapSamples(color=color, opacity=opacity, scale=samples.scale, rotation=samples.rotation,
+                      offset=samples.offset)

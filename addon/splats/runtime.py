@@ -19,6 +19,13 @@ Re-splat density (the head's ``fate.resplat`` / ``fate.texel_stride``, :func:`te
 every ``stride``-th covered texel of the colour map's size (:mod:`.texels`), so what Texture Paint
 shows is what the render keeps. A head without maps renders its trained Gaussians' attributes
 (``blender/gaussians.npz``, stored on the bindings object) until it is baked.
+
+Map shape keys (issue 19): when the avatar folder's ``maps.json`` lists ``"dynamic"`` keys
+(:mod:`addon.files.map_keys`), every frame the colour and opacity samples become
+``clip(base + Σ_k w_k Δ_k, 0, 1)`` with ``w_k = max(sign_k · value, 0)`` of the head's own shape
+key ``shape_keys[k]`` (the evaluated value: keyed, driven or set by hand; :func:`shape_key_values`)
+— the same weights that deform the mesh. The painted maps stay the base; all weights zero
+renders them exactly. ``Object.fate.map_keys`` turns the blend off per head.
 """
 
 from __future__ import annotations
@@ -31,16 +38,18 @@ import bpy
 import numpy as np
 
 from ..errors import MapsError, SplatError
-from ..rig.bindings import (PROP_MAP_PREFIX, PROP_MAPS, avatar_map_images, get_bindings,
+from ..files.map_keys import MapKeysData, read_map_keys
+from ..rig.bindings import (PROP_MAP_PREFIX, PROP_MAPS, avatar_map_images, get_avatar_dir, get_bindings,
                             get_trained_attributes, is_head_object)
-from .geometry import MapSamples, SplatGaussians, place_gaussians
-from .pixels import MAP_NAMES, sample_maps
+from .geometry import MapSamples, SplatGaussians, blend_map_keys, map_key_weights, place_gaussians
+from .pixels import MAP_NAMES, sample_bilinear, sample_maps
 from .texels import TexelSplats, texel_splats
 
 log = logging.getLogger(__name__)
 
 __all__ = ["maps_generation", "tag_maps_changed", "get_bindings_for", "mesh_arrays", "corner_uvs",
-           "texel_stride", "AvatarRuntime", "avatar_runtime", "clear_caches", "is_avatar", "scene_gaussians"]
+           "texel_stride", "use_map_keys", "shape_key_values", "AvatarRuntime", "avatar_runtime", "clear_caches",
+           "is_avatar", "scene_gaussians"]
 
 BAKE_FIRST = "Bake first"
 """How a render error about missing maps starts (the sidebar shows the Bake button next to it)."""
@@ -154,6 +163,43 @@ def texel_stride(obj: bpy.types.Object) -> int:
     return max(1, int(settings.texel_stride))
 
 
+def use_map_keys(obj: bpy.types.Object) -> bool:
+    """Whether the head's map shape keys are blended (``obj.fate.map_keys``; True when unset)."""
+    src = getattr(obj, "original", None) or obj
+    settings = getattr(src, "fate", None)
+    return bool(getattr(settings, "map_keys", True)) if settings is not None else True
+
+
+def shape_key_values(obj: bpy.types.Object, names: list[str]) -> np.ndarray:
+    """Current values of the named shape keys of a (preferably evaluated) head object.
+
+    The evaluated mesh's Key holds the depsgraph's values (animation, NLA, drivers such as the
+    ``Pose_*`` correctives); without one the original's are read. A name the head does not have
+    counts 0 (logged once per name).
+
+    Returns:
+        [len(names)] float32
+    """
+    key = getattr(getattr(obj, "data", None), "shape_keys", None)
+    if key is None:
+        src = getattr(obj, "original", None) or obj
+        key = getattr(src.data, "shape_keys", None)
+    blocks = key.key_blocks if key is not None else {}
+    out = np.zeros(len(names), np.float32)
+    for i, n in enumerate(names):
+        kb = blocks.get(n) if key is not None else None
+        if kb is None:
+            if n not in _MISSING_KEYS:
+                _MISSING_KEYS.add(n)
+                log.warning("map shape keys: object '%s' has no shape key '%s'; its key counts 0", obj.name, n)
+            continue
+        out[i] = kb.value
+    return out
+
+
+_MISSING_KEYS: set[str] = set()
+
+
 # ------------------------------------------------------------------------------ runtime
 def _required_map_images(obj: bpy.types.Object, allow_none: bool = False) -> dict[str, bpy.types.Image]:
     """The head's images of all the maps the runtime needs (:data:`.pixels.MAP_NAMES`).
@@ -206,6 +252,12 @@ class AvatarRuntime:
     """(map width, height, stride) → :class:`.texels.TexelSplats` of the head's rest mesh."""
     texel_samples: MapSamples | None = None
     texel_key: tuple = ()
+    keys: MapKeysData | None = None
+    """The avatar folder's map shape keys (None: none, or not read yet)."""
+    keys_stamp: tuple | None = None
+    """(maps.json path, mtime) the keys were read at."""
+    key_deltas: dict = field(default_factory=dict)
+    """(where, map size, count) → the keys' deltas at those UVs: colour [K, N, 3], opacity [K, N]."""
 
     @classmethod
     def from_object(cls, obj: bpy.types.Object) -> "AvatarRuntime":
@@ -252,6 +304,50 @@ class AvatarRuntime:
             _required_map_images(obj)  # raises the "Bake first" error
         return MapSamples(**{m: np.ascontiguousarray(trained[m], np.float32) for m in MAP_NAMES})
 
+    def map_keys(self, obj: bpy.types.Object) -> MapKeysData | None:
+        """The head's map shape keys from its avatar folder, re-read when ``maps.json`` changes
+        (a new bake); None when there are none or the head's ``map_keys`` setting is off.
+
+        Raises:
+            SplatError: the key files are unreadable (:func:`addon.files.map_keys.read_map_keys`).
+        """
+        if not use_map_keys(obj):
+            return None
+        folder = get_avatar_dir(getattr(obj, "original", None) or obj)
+        manifest = folder / "maps" / "maps.json" if folder is not None else None
+        stamp = (str(manifest), manifest.stat().st_mtime_ns) if manifest is not None and manifest.is_file() else None
+        if stamp != self.keys_stamp:
+            try:
+                self.keys = read_map_keys(folder) if stamp is not None else None
+            except MapsError as exc:
+                raise SplatError(str(exc)) from exc
+            self.keys_stamp, self.key_deltas = stamp, {}
+        return self.keys
+
+    def expression_samples(self, obj_eval: bpy.types.Object, samples: MapSamples, where: str,
+                           uv: np.ndarray) -> MapSamples:
+        """``samples`` under the head's current shape-key values (module doc, map shape keys).
+
+        Args:
+            obj_eval: the evaluated head object.
+            samples: the maps' values at ``uv``.
+            where: names the UV set for the delta cache ("trained" or a texel key).
+            uv: the UVs of ``samples``, OBJ convention. [N, 2]
+        """
+        keys = self.map_keys(obj_eval)
+        if keys is None or not len(keys):
+            return samples
+        cache = (where, keys.color.shape[1:3], len(uv))
+        deltas = self.key_deltas.get(cache)
+        if deltas is None:
+            K, H, W = keys.color.shape[:3]
+            img = np.concatenate([keys.color, keys.opacity[..., None]], axis=-1).transpose(1, 2, 0, 3)
+            vals = sample_bilinear(img.reshape(H, W, K * 4), uv).reshape(len(uv), K, 4).transpose(1, 0, 2)
+            deltas = (np.ascontiguousarray(vals[..., :3]), np.ascontiguousarray(vals[..., 3]))
+            self.key_deltas[cache] = deltas
+        weights = map_key_weights(shape_key_values(obj_eval, keys.shape_keys), keys.signs)
+        return blend_map_keys(samples, weights, *deltas)
+
     def texel_gaussians(self, obj_eval: bpy.types.Object, verts: np.ndarray, faces: np.ndarray,
                         stride: int, resample: bool = False) -> SplatGaussians:
         """Per-texel Gaussians (:mod:`.texels`) on the evaluated mesh, from the head's maps.
@@ -278,8 +374,9 @@ class AvatarRuntime:
             self.texel_samples = MapSamples(color=s.color, opacity=s.opacity, scale=ts.scale,
                                             rotation=ts.rotation, offset=s.offset)
             self.texel_key = key
+        samples = self.expression_samples(obj_eval, self.texel_samples, f"texel {W}x{H}/{stride}", ts.uv)
         M = np.array(obj_eval.matrix_world, dtype=np.float64)
-        return place_gaussians(verts, faces, ts.face_idx, ts.bary, self.texel_samples, M)
+        return place_gaussians(verts, faces, ts.face_idx, ts.bary, samples, M)
 
     def gaussians(self, obj_eval: bpy.types.Object, resample: bool = False) -> SplatGaussians:
         """World Gaussians on the evaluated mesh of the head object.
@@ -299,6 +396,8 @@ class AvatarRuntime:
                              f"{int(self.face_idx.max())}, the evaluated mesh has "
                              f"{faces.shape[0]} faces (did a modifier change the topology?)")
         samples = self.map_samples(obj_eval, resample=resample)
+        if self.image_names:  # from the maps (the keys are deltas of the maps, not of trained Gaussians)
+            samples = self.expression_samples(obj_eval, samples, "trained", self.uv)
         M = np.array(obj_eval.matrix_world, dtype=np.float64)
         return place_gaussians(verts, faces, self.face_idx, self.bary, samples, M)
 

@@ -107,6 +107,10 @@ class FATE_PG_object(bpy.types.PropertyGroup):
     texel_stride: IntProperty(name="Every k-th Texel", default=1, min=1, soft_max=8, max=64,
                               description="Per Texel density: one Gaussian per k-th texel in u and v "
                                           "(1 = every texel; k² times fewer Gaussians)")
+    map_keys: BoolProperty(name="Expression Maps", default=True,
+                           description="Blend the avatar's map shape keys (maps/dynamic: wrinkles, mouth "
+                                       "interior...) into the colour and opacity maps by the head's shape-key "
+                                       "values every frame; the painted maps stay the base")
 
 
 CLASSES = (FATE_PG_scene, FATE_PG_object)

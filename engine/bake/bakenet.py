@@ -105,12 +105,13 @@ class FateBakeNet(nn.Module):
         return self.out(h)
 
 
-def make_bakenet(style: str, base: int, depth: int) -> nn.Module:
-    """The BakeNet variant of a bake: "fate" (:class:`FateBakeNet`) or "residual" (:class:`BakeNet`)."""
+def make_bakenet(style: str, base: int, depth: int, in_channels: int = 11) -> nn.Module:
+    """The BakeNet variant of a bake: "fate" (:class:`FateBakeNet`) or "residual" (:class:`BakeNet`);
+    ``in_channels`` > 11 for the expression-conditioned BakeNet (``engine.bake.dynamic``)."""
     if style == "fate":
-        return FateBakeNet(base, depth)
+        return FateBakeNet(base, depth, in_channels=in_channels)
     if style == "residual":
-        return BakeNet(base, depth)
+        return BakeNet(base, depth, in_channels=in_channels)
     raise ValueError(f"unknown BakeNet style {style!r}")
 
 

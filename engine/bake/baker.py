@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -39,8 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.avatar_folder import AvatarFolder
+from engine.bake import dynamic
 from engine.bake.bakenet import make_bakenet
-from engine.bake.channels import ScaleNorm, activate, raw_from_maps, standardise
+from engine.bake.channels import CHANNELS, ScaleNorm, activate, raw_from_maps, standardise
 from engine.bake.config import BakeConfig
 from engine.bake.direct_fit import direct_fit_maps, gaussian_blur
 from engine.bake.guards import (
@@ -49,6 +51,7 @@ from engine.bake.guards import (
     estimate_bake_bytes,
     load_bake_checkpoint,
 )
+from engine.bake.key_fit import headgas_keys, map_keys_from_maps
 from engine.bake.pseudo_views import complete_full_head, seen_visibility_map
 from engine.data import load_sequence
 from engine.data.frames import FrameImages, FrameSchedule, resize_sequence
@@ -59,7 +62,9 @@ from engine.geometry.rotations import axis_angle_to_matrix
 from engine.io.atomic import file_sha256, uninterruptible, write_safetensors
 from engine.io.output import claim_output
 from engine.jobs.config import require, to_dict
+from engine.map_keys import DYNAMIC_DIR, MapKeyAppearance, MapKeys, write_map_keys
 from engine.maps import gaussian_uvs, sample_maps, write_maps
+from engine.model.appearance_drivers import make_drivers
 from engine.model.gaussians import place_gaussians
 from engine.raster import rasterize
 from engine.train.losses import make_perceptual_loss, scale_ratio_loss
@@ -81,6 +86,8 @@ class Baker:
         av = self.loaded.avatar
         for p in list(av.gaussians.parameters()) + list(av.blendshapes.parameters()):
             p.requires_grad_(False)
+        if isinstance(av.appearance, torch.nn.Module):
+            av.appearance.requires_grad_(False)
         tr = self.loaded.tracking
         dataset = self.loaded.meta.get("dataset", "")
         seq = load_sequence(Path(dataset))
@@ -96,7 +103,10 @@ class Baker:
             logs = g.scale_log.detach()
             cap = float(logs.mean() + logs.std()) if cfg.fate_recipe else float(logs.max()) + 0.5
             self.scale_norm = ScaleNorm(float(logs.mean()), cap)  # FATE: mean + std (its code)
-        self.net = make_bakenet("fate" if cfg.fate_recipe else "residual", cfg.base_channels, cfg.depth).to(self.device)
+        self._init_expression_dependence()
+        extra_in = dynamic.CHANNELS if self.cond is not None else 0
+        self.net = make_bakenet("fate" if cfg.fate_recipe else "residual", cfg.base_channels, cfg.depth,
+                                in_channels=11 + extra_in).to(self.device)
         gen = torch.Generator().manual_seed(cfg.seed)
         self.net_input = (torch.rand(1, 11, cfg.resolution, cfg.resolution, generator=gen) * 2 - 1).to(self.device)
         self.base_raw: Tensor | None = None
@@ -107,6 +117,37 @@ class Baker:
             Path(cfg.vgg_weights) if cfg.vgg_weights else None)
         self.step = 0
         self.schedule = FrameSchedule(self.train_idx, cfg.seed)
+
+    @torch.no_grad()
+    def _init_expression_dependence(self) -> None:
+        """Issue 19: ``dynamic_maps`` → the conditioning of the conditioned BakeNet
+        (:mod:`engine.bake.dynamic`); a HeadGaS avatar → its map shape keys, fitted from its MLP
+        before baking (:func:`engine.bake.key_fit.headgas_keys`) and blended into every image
+        step, so the base maps are trained with exactly what Blender adds to them."""
+        cfg, av = self.cfg, self.loaded.avatar
+        self.cond: dynamic.ExpressionConditioning | None = None
+        self.keys: MapKeys | None = None
+        self.key_blend: MapKeyAppearance | None = None
+        self.key_stats: dict = {}
+        if cfg.dynamic_maps:
+            if av.appearance is not None:
+                log.warning("dynamic_maps: the avatar's own appearance model is not used; BakeNet learns "
+                            "the expression-dependent maps from the images")
+            self.cond = dynamic.ExpressionConditioning(av, self.loaded.tracking, cfg.resolution, self.train_idx,
+                                                       cfg.dynamic_pca, self.device)
+        elif av.appearance is not None and cfg.map_keys:
+            self.keys, self.key_stats = headgas_keys(av, self.loaded.tracking, self.train_idx, self.uv,
+                                                     cfg.resolution, cfg.base_blur, cfg.key_min_effect)
+            self.key_blend = MapKeyAppearance(self.keys, self.key_drivers(), self.uv)
+            log.info("map shape keys from the HeadGaS MLP: %d keys, explained %.3f", len(self.keys),
+                     self.key_stats.get("explained", float("nan")))
+
+    def key_drivers(self):
+        """The driving vector whose halves are the candidate map shape keys: every expression
+        coefficient of the avatar (``key_num_expr`` at most) and the jaw."""
+        av = self.loaded.avatar
+        n = min(self.cfg.key_num_expr, int(av.blendshapes.delta_exprdirs.shape[-1]))
+        return make_drivers(av.head, n, use_jaw=True)
 
     @torch.no_grad()
     def _init_from_direct_fit(self) -> None:
@@ -122,19 +163,34 @@ class Baker:
         self.net_input = standardise(raw_from_maps(direct, self.scale_norm, shell))[None].to(self.device)
 
     # ------------------------------------------------------------------ attributes
-    def maps(self) -> dict[str, Tensor]:
-        """Current activated maps, name → [R, R, C]."""
-        raw = self.net(self.net_input)
+    def maps(self, frame: int | None = None) -> dict[str, Tensor]:
+        """Current activated maps, name → [R, R, C]: the neutral ones, or with ``dynamic_maps``
+        frame ``frame``'s (colour and opacity from the pass conditioned on its expression, the
+        geometry from the neutral pass)."""
+        if self.cond is None:
+            raw = self.net(self.net_input)
+        else:
+            raw = self.net(torch.cat([self.net_input, self.cond.neutral], dim=1))
+            if frame is not None:
+                a, b = CHANNELS["color"][0], CHANNELS["opacity"][1]
+                raw_e = self.net(torch.cat([self.net_input, self.cond.frame_map(frame)], dim=1))
+                raw = torch.cat([raw[:, :a], raw_e[:, a:b], raw[:, b:]], dim=1)
         if self.base_raw is not None:
             raw = raw + self.base_raw
         return activate(raw[0], self.scale_norm, self.loaded.avatar.gaussians.shell)
 
-    def gaussian_attributes(self, maps: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Per-Gaussian attributes (baked; geometry from the trained avatar when appearance_only)."""
+    def gaussian_attributes(self, maps: dict[str, Tensor], frame: int | None = None) -> dict[str, Tensor]:
+        """Per-Gaussian attributes (baked; geometry from the trained avatar when appearance_only;
+        with map shape keys, frame ``frame``'s colour and opacity)."""
         vals = sample_maps(maps, self.uv)
         if self.cfg.appearance_only:
             for k in ("scale", "rotation", "offset"):
                 vals[k] = self.target[k]
+        if self.key_blend is not None and frame is not None:
+            tr = self.loaded.tracking
+            vals["color"], vals["opacity"] = self.key_blend.blend(
+                vals["color"], vals["opacity"], torch.as_tensor(tr["expr"][frame], device=self.device),
+                torch.as_tensor(tr["pose"][frame], device=self.device))
         return vals
 
     def render(self, vals: dict[str, Tensor], i: int):
@@ -169,7 +225,7 @@ class Baker:
 
     def image_step(self, i: int) -> dict:
         cfg = self.cfg
-        vals = self.gaussian_attributes(self.maps())
+        vals = self.gaussian_attributes(self.maps(i), i)
         out = self.render(vals, i)
         gt = self.frames.get(i)
         loss = (out.image - gt).abs().mean()
@@ -226,6 +282,8 @@ class Baker:
                                    psnr=None if math.isnan(stats["psnr"]) else round(stats["psnr"], 3))
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < total:
                 self._save_checkpoint(ckpt)
+        if self.cond is not None and cfg.map_keys:  # before the full-head stage replaces the conditioned net
+            self._fit_dynamic_keys()
         if cfg.full_head:  # FATE §3.4 (engine.bake.pseudo_views)
             self.full_head = complete_full_head(self, self.sink, self.cancel)
         else:
@@ -245,15 +303,37 @@ class Baker:
                                         names=("scale", "rotation", "offset")))
         if getattr(self, "visibility_map", None) is not None:
             maps["visibility"] = self.visibility_map.cpu()
-        path = write_maps(self.folder.maps_dir, maps, extra={
-            "source_avatar_sha256": file_sha256(self.folder.path(self.folder.GAUSSIANS)),
-            "bake_config": to_dict(self.cfg)}, keep_backups=self.cfg.keep_backups)
+        extra = {"source_avatar_sha256": file_sha256(self.folder.path(self.folder.GAUSSIANS)),
+                 "bake_config": to_dict(self.cfg)}
+        keys, stats = self.keys, self.key_stats
+        if keys is not None and len(keys) == 0:
+            log.warning("map shape keys: no key changes the maps by key_min_effect = %g; none written",
+                        self.cfg.key_min_effect)
+            keys = None
+        if keys is not None:
+            extra["dynamic"] = write_map_keys(self.folder.maps_dir, keys, stats)
+        path = write_maps(self.folder.maps_dir, maps, extra=extra, keep_backups=self.cfg.keep_backups)
+        if keys is None and (self.folder.maps_dir / DYNAMIC_DIR).is_dir():
+            shutil.rmtree(self.folder.maps_dir / DYNAMIC_DIR)  # a previous bake's keys
         weights = {f"net.{k}": v for k, v in self.net.state_dict().items()}
         weights["input"] = self.net_input
+        if self.cond is not None:
+            weights.update(self.cond.state())
         if self.base_raw is not None:
             weights["base_raw"] = self.base_raw
         write_safetensors(self.folder.path(self.folder.BAKENET), weights)
         return path
+
+    @torch.no_grad()
+    def _fit_dynamic_keys(self) -> None:
+        """``dynamic_maps``: the map shape keys fitted from the conditioned BakeNet over the
+        training frames (:func:`engine.bake.key_fit.map_keys_from_maps`); they are then blended
+        into the real frames of the full-head stage, as Blender blends them."""
+        self.keys, self.key_stats = map_keys_from_maps(lambda i: {k: v.detach() for k, v in self.maps(i).items()},
+                                                       self.key_drivers(), self.loaded.tracking, self.train_idx,
+                                                       self.cfg.resolution, self.cfg.key_min_effect)
+        if len(self.keys):
+            self.key_blend = MapKeyAppearance(self.keys, self.key_drivers(), self.uv)
 
     def _save_checkpoint(self, path: Path) -> None:
         tensors = {f"net/{k}": v for k, v in self.net.state_dict().items()}

@@ -49,6 +49,22 @@ class BakeConfig:
     init="direct", FATE's 0.1 for init="noise")"""
     scale_ratio: float = 9.0
     """r of Eq. 13 for ``lambda_scale`` (FATE's code: 9)"""
+    dynamic_maps: bool = False
+    """expression-conditioned BakeNet (issue 19, after Animatable Gaussians): the U-Net also reads
+    the expression-deformed position map, so colour and opacity change with the expression; map
+    shape keys are fitted from it over the training frames"""
+    dynamic_pca: int = 16
+    """principal components of the conditioning maps that novel expressions are projected on
+    (Animatable Gaussians' pose projection; 0 = none)"""
+    map_keys: bool = True
+    """write map shape keys (maps/dynamic) when the bake is expression-dependent (dynamic_maps, or a
+    HeadGaS avatar)"""
+    key_num_expr: int = 52
+    """expression coefficients that may drive map shape keys with dynamic_maps (HeadGaS avatars use
+    their own blending coefficients)"""
+    key_min_effect: float = 0.004
+    """map shape keys whose largest |delta| (colour or opacity) stays below this are dropped (1/255
+    of colour)"""
     lambda_attr: float = 0.0
     """attribute regulariser ‖v − v̄‖² to the trained values (Eq. 26) during the image stage"""
     full_head: bool = True
@@ -133,7 +149,8 @@ class BakeConfig:
                 check_ranges(self, **{"positive" if name == "lr_final" else "non_negative": (name,)})
         check_ranges(self, positive=("lr", "scale_ratio"), at_least_one=("base_channels", "depth"),
                      non_negative=("steps", "warmup_steps", "base_blur", "lambda_attr", "lambda_dssim",
-                                   "lambda_perceptual", "threads", "checkpoint_every", "preview_every", "keep_backups"),
+                                   "lambda_perceptual", "threads", "checkpoint_every", "preview_every", "keep_backups",
+                                   "dynamic_pca", "key_num_expr", "key_min_effect"),
                      unit_interval=("background",))
         if self.warmup + self.steps < 1:
             raise ConfigError(f"steps + warmup_steps must be >= 1 (a bake of no steps would overwrite the maps with "

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engine.bake import dynamic
 from engine.bake.bakenet import make_bakenet
 from engine.bake.channels import raw_from_maps, standardise
 from engine.bake.completion import complete_maps, texel_visibility
@@ -373,7 +374,8 @@ class FullHead:
         raw = raw_from_maps(completed, b.scale_norm, shell)
         b.base_raw = raw[None].to(self.device)
         b.net_input = standardise(raw)[None].to(self.device)
-        b.net = make_bakenet("residual", cfg.base_channels, cfg.depth).to(self.device)
+        extra_in = dynamic.CHANNELS if b.cond is not None else 0  # dynamic_maps: the conditioning channels
+        b.net = make_bakenet("residual", cfg.base_channels, cfg.depth, in_channels=11 + extra_in).to(self.device)
         b.opt = torch.optim.Adam(b.net.parameters(), lr=cfg.lr)
         if cfg.full_head_steps == 0:
             return {"views": 0, "steps": 0}
@@ -397,6 +399,8 @@ class FullHead:
                 gt = rgb[j] * mask[j] + bg * (1 - mask[j])
             else:  # a real training frame, full loss (the front keeps its weight)
                 i = b.schedule(k // 2)
+                if b.key_blend is not None:  # the frame's map shape keys, as Blender blends them
+                    vals = b.gaussian_attributes(b.maps(), i)
                 pred, gt = b.render(vals, i).image, b.frames.get(i)
             loss = self.loss(vals, pred, gt)
             b.opt.zero_grad(set_to_none=True)

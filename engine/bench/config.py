@@ -13,9 +13,10 @@ class BenchConfig:
     suite: str = "raster"
     """comma-separated: raster, render (forward-only FPS), densify, train, bake, fate (round-1 vs
     FATE-code training settings), binding (hard/soft binding × sampling/temporal densification),
-    track (tracker accuracy and speed)"""
+    track (tracker accuracy and speed), appearance (static vs HeadGaS vs dynamic maps and map shape keys)"""
     dataset: str = ""
-    """dataset for the fate and binding suites (default: the synthetic sequence of ``frames`` × ``resolution``)"""
+    """dataset for the fate, binding and appearance suites (default: the synthetic sequence of ``frames`` ×
+    ``resolution``; for appearance with the expression-dependent layers)"""
     steps: int = 1500
     """training steps for the densify/train suites"""
     frames: int = 100

@@ -38,29 +38,39 @@ def mouth_crop_psnr(avatar_dir: Path, dataset: Path, device: str = "cpu", crop_f
     from engine.data import load_sequence
     from engine.data.frames import resize_sequence
     from engine.evaluate.metrics import psnr
-    from engine.evaluate.render import iter_frames, render_frames
+    from engine.evaluate.render import render_frames
 
     loaded = load_avatar(avatar_dir, device)
-    av, tr = loaded.avatar, loaded.tracking
+    tr = loaded.tracking
     seq = resize_sequence(load_sequence(dataset), max(int(tr["width"]), int(tr["height"])))
-    mouth_vertices = np.unique(av.head.mouth_faces)
-    shape = torch.as_tensor(tr["shape"]).to(device)
-    half = max(4, int(round(crop_fraction * int(tr["height"]) / 2)))
-    frames = {i: (e, p, t, cam) for i, _, e, p, t, cam in iter_frames(loaded, "test", "", device)}
+    boxes = mouth_crop_boxes(loaded, device, crop_fraction)
     scores = []
     for i, _, img in render_frames(loaded, "test", "", (1.0, 1.0, 1.0), device):
-        e, p, t, cam = frames[i]
+        gt, _ = seq.load_image(i, background=(1.0, 1.0, 1.0))
+        y0, y1, x0, x1 = boxes[i]
+        scores.append(psnr(img[y0:y1, x0:x1], gt[y0:y1, x0:x1]))
+    return float(np.mean(scores))
+
+
+def mouth_crop_boxes(loaded, device: str = "cpu", crop_fraction: float = 0.25) -> dict[int, tuple[int, int, int, int]]:
+    """Test frame index → mouth crop (y0, y1, x0, x1) in pixels (see :func:`mouth_crop_psnr`)."""
+    from engine.evaluate.render import iter_frames
+
+    av, tr = loaded.avatar, loaded.tracking
+    mouth_vertices = np.unique(av.head.mouth_faces)
+    shape = torch.as_tensor(tr["shape"]).to(device)
+    H, W = int(tr["height"]), int(tr["width"])
+    half = max(4, int(round(crop_fraction * H / 2)))
+    boxes = {}
+    for i, _, e, p, t, cam in iter_frames(loaded, "test", "", device):
         with torch.no_grad():
             verts, _ = av.posed_vertices(shape[None], e[None], p[None], t[None])
         centre = verts[0, mouth_vertices].mean(0)
         x = cam.viewmat[:3, :3] @ centre + cam.viewmat[:3, 3]
         uv = (cam.K @ (x / x[2]))[:2]
         cx, cy = int(uv[0]), int(uv[1])
-        gt, _ = seq.load_image(i, background=(1.0, 1.0, 1.0))
-        H, W = img.shape[:2]
-        y0, y1, x0, x1 = max(0, cy - half), min(H, cy + half), max(0, cx - half), min(W, cx + half)
-        scores.append(psnr(img[y0:y1, x0:x1], gt[y0:y1, x0:x1]))
-    return float(np.mean(scores))
+        boxes[i] = (max(0, cy - half), min(H, cy + half), max(0, cx - half), min(W, cx + half))
+    return boxes
 
 
 def run_fate_ablation(dataset: Path, work: Path, steps: int, device: str = "cpu",

@@ -14,6 +14,8 @@ Suites:
   before/after (the cost of baking) and colour-map total variation vs the direct per-texel fit.
 - ``binding``: hard vs soft binding × sampling vs temporal densification (STAvatar, issue 20;
   ``engine.bench.binding_ablation``).
+- ``appearance``: static (FATE) vs HeadGaS vs the expression-conditioned BakeNet and their map
+  shape keys as Blender blends them (:mod:`engine.bench.appearance_ablation`).
 """
 
 from __future__ import annotations
@@ -243,6 +245,10 @@ def run_bench(cfg: BenchConfig, sink=None) -> dict:
         data = Path(cfg.dataset) if cfg.dataset else dataset
         results["binding"] = run_binding_ablation(data, work, cfg.steps, device)
         results["binding_step_cost"] = step_costs(data, work, cost_steps=min(20, cfg.steps), device=device)
+    if "appearance" in suites:
+        from engine.bench.appearance_ablation import appearance_dataset, run_appearance_ablation
+        ds = Path(cfg.dataset) if cfg.dataset else appearance_dataset(work, cfg.frames, cfg.resolution)
+        results["appearance"] = run_appearance_ablation(ds, work, cfg, device)
     text = format_tables(results)
     import sys
     print(text, file=sys.stderr)

@@ -57,6 +57,12 @@ class DemoConfig:
     parameters (false: train on the exact parameters, the reference the closing note compares with)"""
     refine_test_steps: int = 60
     """Adam steps per test frame of the refined test PSNR (eval --refine_test_tracking)"""
+    dynamic_appearance: bool = True
+    """the subject's appearance changes with the expression: forehead wrinkles, smile lines, mouth
+    interior with teeth, lid creases, blended in its Cycles material by its shape keys (issue 19)"""
+    appearance: Literal["static", "headgas"] = "headgas"
+    """the avatar's appearance model (TrainConfig.appearance): "headgas" learns the expression-
+    dependent appearance, its bake writes map shape keys that Blender blends"""
     blender_python: str = ""
     """Python with the bpy module for the Blender stages (default: this interpreter)"""
     seed: int = 0
@@ -111,5 +117,8 @@ class SyntheticConfig:
     """amplitude of the expression coefficients"""
     jaw_open_rad: float = 0.25
     """maximum jaw opening, radians"""
+    dynamic_appearance: bool = False
+    """expression-dependent appearance: wrinkles, mouth interior, lid creases
+    (engine.demo.expression_appearance; issue 19)"""
     seed: int = 0
     """random seed"""

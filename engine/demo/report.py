@@ -24,18 +24,15 @@ def cpu_name() -> str:
 @torch.no_grad()
 def render_test_frames(avatar_dir: Path, device: torch.device, from_maps: bool,
                        background=(1.0, 1.0, 1.0)) -> tuple[list[str], list[np.ndarray]]:
-    """Engine renders of the avatar's test frames (trained Gaussians, or re-splatted from its maps).
+    """Engine renders of the avatar's test frames (trained Gaussians, or re-splatted from its maps
+    and blended by its map shape keys).
 
     Returns:
         frame names [n] and images [H, W, 3] float32 in [0, 1].
     """
-    from engine.avatar_folder import load_avatar
-    from engine.evaluate.render import render_frames
-    from engine.maps import load_maps_into
+    from engine.evaluate.render import load_for_rendering, render_frames
 
-    loaded = load_avatar(Path(avatar_dir), device)
-    if from_maps:
-        load_maps_into(loaded.avatar.gaussians, Path(avatar_dir) / "maps", loaded.avatar.head)
+    loaded = load_for_rendering(Path(avatar_dir), device, from_maps)  # with the map shape keys, as Blender
     names, images = [], []
     for _, name, img in render_frames(loaded, "test", "", background, device):
         names.append(name)

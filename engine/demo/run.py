@@ -116,7 +116,7 @@ def _train_config(cfg: DemoConfig, dataset: Path, avatar: Path):
     dens = DensifyConfig(strategy="sampling", start=third, every=third, stop=2 * third, count=cfg.densify_count,
                          prune_every=third, reset_every=0)
     return TrainConfig(dataset=str(dataset), output=str(avatar), head_model="demo", steps=steps,
-                       uv_resolution=cfg.uv_resolution, device=cfg.device, lr_color=0.01,
+                       uv_resolution=cfg.uv_resolution, device=cfg.device, lr_color=0.01, appearance=cfg.appearance,
                        densify=dens, checkpoint_every=max(steps // 2, 1), preview_every=0, seed=cfg.seed,
                        threads=cfg.threads)
 

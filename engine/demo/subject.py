@@ -9,6 +9,7 @@ import numpy as np
 
 from engine.avatar_folder import write_blender_head
 from engine.demo.config import DemoConfig
+from engine.demo.expression_appearance import write_layer_textures
 from engine.demo.motion import orbit_cameras, talking_motion
 from engine.demo.texture import albedo_texture, landmarks
 from engine.model.head_model import HeadModel
@@ -26,7 +27,9 @@ def write_subject(folder: Path, cfg: DemoConfig, head: HeadModel | None = None) 
     Files: ``blender/head.npz`` (:func:`write_neutral_blender_head`), ``tracking.npz`` (the sequence:
     shape, expr, pose, translation, viewmat (OpenCV w2c), K, width, height, frame_names, split;
     docs/FORMATS.md), ``albedo.png`` (sRGB texture, :func:`albedo_texture`) and
-    ``subject.json`` (sizes and the logo's UV box).
+    ``subject.json`` (sizes and the logo's UV box); with ``cfg.dynamic_appearance`` also the
+    expression-dependent layers (``appearance/*.png`` + ``appearance.json``,
+    :func:`engine.demo.expression_appearance.write_layer_textures`).
 
     Returns:
         the content of subject.json.
@@ -49,6 +52,8 @@ def write_subject(folder: Path, cfg: DemoConfig, head: HeadModel | None = None) 
               width=np.int32(R), height=np.int32(R),
               frame_names=np.array([f"{i:05d}" for i in range(T)], dtype=np.str_), split=split)
     write_png(folder / "albedo.png", albedo_texture(head, cfg.texture_resolution, cfg.seed))
+    if cfg.dynamic_appearance:
+        write_layer_textures(folder, head, cfg.texture_resolution)
     info = {"format": "fate-demo-subject", "format_version": 1, "frames": T, "resolution": R,
             "test_frames": int(n_test), "head": head.name, "logo_uv_box": list(logo_uv_box(head)),
             "head_centre": [float(c) for c in 0.5 * (head.v_template.min(0) + head.v_template.max(0))]}

@@ -37,10 +37,14 @@ class GroundTruthHead:
     bary: Tensor  # [N, 3]
     colors: Tensor  # [N, 3]
     scale_mult: Tensor  # [N, 3]
+    layers: dict | None = None  # expression-dependent layers, name -> [N, 4] (issue 19)
 
 
-def build_ground_truth_head(head: HeadModel, flame: FlameLayer, uv_resolution: int, seed: int = 0) -> GroundTruthHead:
-    """Dense opaque splats at every UV texel of ``uv_resolution``², coloured by :func:`albedo`."""
+def build_ground_truth_head(head: HeadModel, flame: FlameLayer, uv_resolution: int, seed: int = 0,
+                            dynamic_appearance: bool = False) -> GroundTruthHead:
+    """Dense opaque splats at every UV texel of ``uv_resolution``², coloured by :func:`albedo`
+    (with ``dynamic_appearance`` also the expression-dependent layers of
+    :mod:`engine.demo.expression_appearance` at each splat)."""
     faces = torch.as_tensor(head.faces_all, dtype=torch.long)
     s = sample_uv_texels(head.uvs, head.faces_uv_all, uv_resolution)
     face_idx = torch.as_tensor(s.face_idx, dtype=torch.long)
@@ -52,7 +56,12 @@ def build_ground_truth_head(head: HeadModel, flame: FlameLayer, uv_resolution: i
     colors = torch.as_tensor(albedo(pts.numpy(), nrm.numpy(), head, seed))
     scale = initial_scale_log(face_idx, verts, faces, factor=0.75).exp()
     scale[:, 2] *= 0.3  # flat along the normal
-    return GroundTruthHead(face_idx, bary, colors, scale)
+    layers = None
+    if dynamic_appearance:
+        from engine.demo.expression_appearance import layer_rgba
+
+        layers = layer_rgba(pts.numpy(), nrm.numpy(), np.asarray(s.uv), np.asarray(s.face_idx) >= len(head.faces), head)
+    return GroundTruthHead(face_idx, bary, colors, scale, layers)
 
 
 @torch.no_grad()
@@ -64,7 +73,7 @@ def render_sequence(head: HeadModel, cfg: SyntheticConfig, background=(1.0, 1.0,
         shape (zeros [S]) and split list.
     """
     flame = FlameLayer(head)
-    gt = build_ground_truth_head(head, flame, cfg.gt_uv_resolution, cfg.seed)
+    gt = build_ground_truth_head(head, flame, cfg.gt_uv_resolution, cfg.seed, cfg.dynamic_appearance)
     motion = talking_motion(head, cfg.frames, cfg.seed, cfg.max_yaw_deg, cfg.max_pitch_deg,
                             cfg.expression_scale, cfg.jaw_open_rad)
     views, K = orbit_cameras(head, motion["yaw"], motion["pitch"], cfg.resolution)
@@ -75,7 +84,7 @@ def render_sequence(head: HeadModel, cfg: SyntheticConfig, background=(1.0, 1.0,
     images, masks = [], []
     for i in range(cfg.frames):
         verts, _ = flame(shape, torch.as_tensor(motion["expr"][i:i + 1]), torch.as_tensor(motion["pose"][i:i + 1]))
-        g = place_gaussians(verts[0], faces, gt.face_idx, gt.bary, gt.colors,
+        g = place_gaussians(verts[0], faces, gt.face_idx, gt.bary, _frame_colors(head, gt, motion, i),
                             torch.full((len(gt.face_idx),), 0.98), gt.scale_mult, rot,
                             torch.zeros(len(gt.face_idx)))
         cam = Camera(torch.as_tensor(views[i], dtype=torch.float32), torch.as_tensor(K, dtype=torch.float32),
@@ -88,6 +97,16 @@ def render_sequence(head: HeadModel, cfg: SyntheticConfig, background=(1.0, 1.0,
     return {"images": np.stack(images), "masks": np.stack(masks), "expr": motion["expr"],
             "pose": motion["pose"], "viewmats": views, "K": K, "shape": np.zeros(head.num_shape, np.float32),
             "split": split}
+
+
+def _frame_colors(head: HeadModel, gt: GroundTruthHead, motion: dict, i: int) -> Tensor:
+    """The splats' colours in frame i: the albedo, or with layers their composite (issue 19)."""
+    if gt.layers is None:
+        return gt.colors
+    from engine.demo.expression_appearance import composite, layer_factors, shape_key_values
+
+    f = layer_factors(shape_key_values(head, motion["expr"][i], motion["pose"][i]))
+    return torch.as_tensor(composite(gt.colors.numpy(), gt.layers, f))
 
 
 def write_synthetic_dataset(root: Path, head: HeadModel, cfg: SyntheticConfig) -> Path:

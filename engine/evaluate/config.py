@@ -30,6 +30,9 @@ class RenderConfig:
     """re-splat the Gaussians from the baked (possibly edited) maps in <avatar>/maps"""
     texel_stride: int = 0
     """re-splat density with from_maps: 0 = the trained Gaussians, k >= 1 = one per k-th covered texel"""
+    map_keys: bool = True
+    """with from_maps: colour and opacity follow the map shape keys (maps/dynamic) by the frame's
+    expression, as in Blender"""
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """auto, cuda or cpu"""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -56,6 +59,9 @@ class EvalConfig:
     """evaluate the baked avatar (maps) instead of the trained Gaussians"""
     texel_stride: int = 0
     """re-splat density with from_maps: 0 = the trained Gaussians, k >= 1 = one per k-th covered texel"""
+    map_keys: bool = True
+    """with from_maps: colour and opacity follow the map shape keys (maps/dynamic) by the frame's
+    expression, as in Blender"""
     lpips_vgg: str = ""
     """VGG16 weights for LPIPS (torchvision state_dict); empty = no LPIPS"""
     lpips_lin: str = ""

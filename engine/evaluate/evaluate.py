@@ -98,7 +98,7 @@ def run_eval(cfg: EvalConfig, sink=None, cancel=None) -> dict:
 
 def _evaluate(cfg: EvalConfig, out: Path, sink, cancel) -> dict:
     device = resolve_device(cfg.device)
-    loaded = load_for_rendering(cfg.avatar, device, cfg.from_maps, cfg.texel_stride, cfg.force)
+    loaded = load_for_rendering(cfg.avatar, device, cfg.from_maps, cfg.texel_stride, cfg.force, cfg.map_keys)
     dataset = cfg.dataset or loaded.meta.get("dataset", "")
     if not dataset:
         raise ConfigError("eval needs --dataset (the avatar does not record its dataset)")
@@ -121,6 +121,7 @@ def _evaluate(cfg: EvalConfig, out: Path, sink, cancel) -> dict:
         raise ConfigError(f"{cfg.avatar}: no '{cfg.split}' frames to evaluate")
     metrics = evaluate_images(torch.stack(preds), torch.stack(gts), lpips=lpips)
     metrics.update({"split": cfg.split, "frames": len(preds), "from_maps": cfg.from_maps,
+                    "map_keys": bool(cfg.from_maps and cfg.map_keys and loaded.avatar.appearance is not None),
                     "texel_stride": cfg.texel_stride, "num_gaussians": len(loaded.avatar.gaussians),
                     "protocol": protocol_description(loaded)})
     if cfg.refine_test_tracking:

@@ -24,27 +24,33 @@ from engine.io.output import claim_output
 from engine.io.publish import publish
 from engine.io.readers import check_provenance, load_json
 from engine.jobs.config import require
+from engine.map_keys import attach_map_keys
 from engine.maps import check_map_ranges, load_maps, load_maps_into, texel_gaussians
 
 log = logging.getLogger(__name__)
 
 
 def load_for_rendering(avatar_dir: str | Path, device: torch.device, from_maps: bool,
-                       texel_stride: int = 0, force: bool = False) -> LoadedAvatar:
+                       texel_stride: int = 0, force: bool = False, map_keys: bool = True) -> LoadedAvatar:
     """Loads an avatar; with ``from_maps`` its Gaussian attributes are replaced by those
     re-splatted from its baked (possibly edited) maps (FATE §3.3): onto the trained Gaussians'
     bindings (``texel_stride`` 0) or onto one Gaussian per ``texel_stride``-th covered texel
-    (:func:`engine.maps.texel_gaussians`).
+    (:func:`engine.maps.texel_gaussians`), and, with ``map_keys``, their colour and opacity follow
+    the map shape keys of ``maps/dynamic`` as in Blender (:mod:`engine.map_keys`; a HeadGaS model
+    is replaced by them, without keys the maps are static).
 
     Args:
         force: accept files that do not match the avatar's records (AvatarFolder.load) and maps
             baked from another state of the avatar, with a warning.
+        map_keys: blend the map shape keys (``from_maps`` only).
     Raises:
         AvatarError: see :meth:`engine.avatar_folder.AvatarFolder.load`.
         MapsError: the maps are invalid, or were baked from other Gaussians than the avatar's
             (maps.json ``source_avatar_sha256``) and ``force`` is not set.
     """
     loaded = load_avatar(avatar_dir, device, force)
+    if from_maps:
+        loaded.avatar.appearance = None
     if from_maps and texel_stride > 0:
         av = loaded.avatar
         maps, manifest = load_maps(loaded.folder.maps_dir)
@@ -60,6 +66,8 @@ def load_for_rendering(avatar_dir: str | Path, device: torch.device, from_maps: 
     elif from_maps:
         load_maps_into(loaded.avatar.gaussians, loaded.folder.maps_dir, loaded.avatar.head)
         check_maps_source(loaded.folder, force)
+    if from_maps and map_keys:
+        attach_map_keys(loaded.avatar, loaded.folder.maps_dir, load_maps(loaded.folder.maps_dir, names=())[1])
     return loaded
 
 
@@ -142,7 +150,7 @@ def run_render(cfg: RenderConfig, sink=None, cancel=None) -> dict:
     out = Path(cfg.out) if cfg.out else folder.renders_dir(cfg.split, reenact=bool(cfg.driver))
     with claim_output(out, "render") as output:
         device = resolve_device(cfg.device)
-        loaded = load_for_rendering(cfg.avatar, device, cfg.from_maps, cfg.texel_stride, cfg.force)
+        loaded = load_for_rendering(cfg.avatar, device, cfg.from_maps, cfg.texel_stride, cfg.force, cfg.map_keys)
         frames = len(list(iter_frames(loaded, cfg.split, cfg.driver)))
         output.require_space(frames * int(loaded.tracking["width"]) * int(loaded.tracking["height"]) * 4 + (1 << 20))
         n = 0

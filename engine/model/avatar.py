@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -46,6 +47,10 @@ class Avatar:
     blendshapes: LearnedBlendshapes
     tracking: TrackingRefinement
     soft_binding: SoftBinding | None = None  # None = hard binding (FATE)
+    appearance: Any = None
+    """Expression-dependent colour and opacity, or None for FATE's static ones: a callable
+    ``(gaussians, expr [E], pose [J·3]) -> (colors [N, 3], opacities [N])``, e.g.
+    :class:`engine.model.headgas.HeadGaSAppearance` or ``engine.map_keys.MapKeyAppearance``."""
 
     def posed_vertices(self, shape: Tensor, expr: Tensor, pose: Tensor,
                        translation: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -65,17 +70,32 @@ class Avatar:
             canon, _ = self.flame(shape[None], expr[None], canonical_pose(pose[None], self.head.joint_names))
         return sb.offsets(canon[0], self.faces, self.gaussians.face_idx, self.gaussians.bary)
 
-    def place(self, verts: Tensor, delta: Tensor | None = None) -> WorldGaussians:
-        """The Gaussians on posed vertices [V, 3], with soft-binding offsets ``delta`` [N, 9]
-        (None = hard binding)."""
-        return place_soft(self.gaussians, verts, self.faces, delta)
+    def place(self, verts: Tensor, delta: Tensor | None = None, *, expr: Tensor | None = None,
+              pose: Tensor | None = None) -> WorldGaussians:
+        """The Gaussians on a posed mesh (FATE Eq. 2–4), with soft-binding offsets and the frame's
+        appearance.
+
+        Args:
+            verts: posed vertices, meters. [V, 3]
+            delta: soft-binding offsets (None = hard binding). [N, 9]
+            expr: the frame's expression coefficients; needed with an appearance model. [E]
+            pose: its joint rotations, axis-angle, radians; needed with an appearance model. [J·3]
+        Raises:
+            ValueError: the avatar has an appearance model and ``expr`` / ``pose`` are missing.
+        """
+        g = place_soft(self.gaussians, verts, self.faces, delta)
+        if self.appearance is not None:
+            if expr is None or pose is None:
+                raise ValueError("Avatar.place: this avatar's appearance depends on the expression; pass expr and pose")
+            g.colors, g.opacities = self.appearance(self.gaussians, expr, pose)
+        return g
 
     def render(self, shape: Tensor, expr: Tensor, pose: Tensor, translation: Tensor | None,
                camera: Camera, background: Tensor, backend: str = "auto"):
         """Renders one frame. shape [S], expr [E], pose [J·3], translation [3] | None."""
         verts, _ = self.posed_vertices(shape[None], expr[None], pose[None],
                                        None if translation is None else translation[None])
-        g = self.place(verts[0], self.binding_offsets(shape, expr, pose))
+        g = self.place(verts[0], self.binding_offsets(shape, expr, pose), expr=expr, pose=pose)
         return rasterize(g.means, g.covars, g.opacities, g.colors, camera, background, backend=backend)
 
 
@@ -149,7 +169,7 @@ def static_bake(av: Avatar, seq: Sequence, frames: list[int]) -> Avatar:
     rest, _ = av.posed_vertices(seq.shape[None].to(dev), torch.zeros(1, n_expr, device=dev),
                                 torch.zeros(1, seq.pose.shape[1], device=dev), None)
     folded = fold_static_offsets(av.gaussians, delta, rest[0], av.faces)
-    return Avatar(av.head, av.flame, av.faces, folded, av.blendshapes, av.tracking, None)
+    return Avatar(av.head, av.flame, av.faces, folded, av.blendshapes, av.tracking, None, av.appearance)
 
 
 def match_coefficients(seq: Sequence, head: HeadModel) -> Sequence:

@@ -85,6 +85,7 @@ class UVGaussians(nn.Module):
         self.scale_log = nn.Parameter(scale_log.float())
         self.rotation = nn.Parameter(rotation.float())
         self.offset_raw = nn.Parameter(offset_raw.float())
+        self.extra_names: list[str] = []
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -108,6 +109,22 @@ class UVGaussians(nn.Module):
         return cls(face_idx, bary, sh0.expand(n, 3).clone(),
                    inverse_sigmoid(torch.full((n,), opacity)), scale_log, rot,
                    torch.zeros(n), shell=shell)
+
+    # ------------------------------------------------------------------ extra per-Gaussian parameters
+    def add_per_gaussian(self, name: str, value: Tensor) -> None:
+        """Registers an extra per-Gaussian parameter (first dim N), e.g. an appearance model's
+        features (``engine.model.headgas``): densification, pruning, checkpoints and
+        :meth:`raw_state` then carry it like the FATE attributes."""
+        if name in self.PARAMETERS or name in self.extra_names:
+            raise ValueError(f"per-Gaussian parameter {name!r} exists already")
+        if value.shape[0] != len(self):
+            raise ValueError(f"per-Gaussian parameter {name!r}: first dimension {value.shape[0]}, expected {len(self)}")
+        self.register_parameter(name, nn.Parameter(value.float()))
+        self.extra_names.append(name)
+
+    def parameter_names(self) -> tuple[str, ...]:
+        """Every per-Gaussian parameter: :attr:`PARAMETERS`, then the extras."""
+        return self.PARAMETERS + tuple(self.extra_names)
 
     # ------------------------------------------------------------------ attributes
     def __len__(self) -> int:
@@ -170,13 +187,17 @@ class UVGaussians(nn.Module):
             "scale_log": self.scale_log.detach().cpu(),
             "rotation": self.rotation.detach().cpu(),
             "offset_raw": self.offset_raw.detach().cpu(),
+            **{name: getattr(self, name).detach().cpu() for name in self.extra_names},
         }
 
     @classmethod
     def from_raw_state(cls, state: dict[str, Tensor], shell: float) -> "UVGaussians":
-        """Inverse of :meth:`raw_state`."""
-        return cls(state["face_idx"], state["bary"], state["sh0"], state["opacity_logit"],
-                   state["scale_log"], state["rotation"], state["offset_raw"], shell=shell)
+        """Inverse of :meth:`raw_state` (extra parameters included)."""
+        g = cls(state["face_idx"], state["bary"], state["sh0"], state["opacity_logit"],
+                state["scale_log"], state["rotation"], state["offset_raw"], shell=shell)
+        for name in sorted(set(state) - set(cls.PARAMETERS) - {"face_idx", "bary"}):
+            g.add_per_gaussian(name, state[name])
+        return g
 
     PARAMETERS = ("sh0", "opacity_logit", "scale_log", "rotation", "offset_raw")
 

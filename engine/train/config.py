@@ -7,6 +7,7 @@ from typing import Literal
 
 from engine.errors import ConfigError
 from engine.jobs.config import check_ranges
+from engine.train.appearance_config import HeadGaSConfig
 from engine.train.densify.config import DensifyConfig
 
 
@@ -87,6 +88,11 @@ class TrainConfig:
     """soft binding: weight of the mean squared offset δ (keeps δ small so the static bake holds)"""
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     """densification schedule"""
+    appearance: Literal["static", "headgas"] = "static"
+    """colour and opacity: "static" (FATE: one per Gaussian) or "headgas" (HeadGaS feature
+    blending by the expression, decoded by an MLP; ``headgas.*``)"""
+    headgas: HeadGaSConfig = field(default_factory=HeadGaSConfig)
+    """HeadGaS settings (appearance = "headgas")"""
     checkpoint_every: int = 1000
     """write a resumable checkpoint every N steps"""
     preview_every: int = 500
@@ -104,6 +110,8 @@ class TrainConfig:
             raise ConfigError(f"steps must be >= 1, found {self.steps}")
         if self.uv_resolution < 8:
             raise ConfigError(f"uv_resolution must be >= 8, found {self.uv_resolution}")
+        if self.appearance not in ("static", "headgas"):
+            raise ConfigError(f"appearance must be static or headgas, found {self.appearance!r}")
         if self.device not in ("auto", "cuda", "cpu"):
             raise ConfigError(f"device must be auto, cuda or cpu, found {self.device!r}")
         if self.binding not in ("hard", "soft"):

@@ -12,7 +12,8 @@ def make_optimizer(av: Avatar, cfg: TrainConfig) -> torch.optim.Adam:
     """Adam with FATE's per-attribute learning rates (supp. §7.2; Δ at FATE's code's 1e-4).
 
     Groups: sh0, opacity_logit, scale_log, rotation, offset_raw; blendshapes (ΔE, ΔP) and
-    delta_vertices (Δ) when learnt; soft_binding (the STAvatar network) with soft binding; tracking
+    delta_vertices (Δ) when learnt; soft_binding (the STAvatar network) with soft binding; the HeadGaS
+    features and MLP (appearance "headgas"); tracking
     when refined.
     """
     g = av.gaussians
@@ -31,6 +32,13 @@ def make_optimizer(av: Avatar, cfg: TrainConfig) -> torch.optim.Adam:
     if av.soft_binding is not None:
         groups.append({"params": list(av.soft_binding.net.parameters()), "lr": cfg.lr_soft_binding,
                        "name": "soft_binding"})
+    if cfg.appearance == "headgas":
+        from engine.model.headgas import BASIS, BIAS
+
+        groups.append({"params": [getattr(g, BASIS), getattr(g, BIAS)], "lr": cfg.headgas.lr_features,
+                       "name": "headgas_features"})
+        groups.append({"params": list(av.appearance.mlp.parameters()), "lr": cfg.headgas.lr_mlp,
+                       "name": "headgas_mlp"})
     if cfg.refine_tracking:
         groups.append({"params": list(av.tracking.parameters()), "lr": cfg.lr_tracking, "name": "tracking"})
     return torch.optim.Adam(groups, eps=1e-15, foreach=True)

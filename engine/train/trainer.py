@@ -24,6 +24,7 @@ from engine.io.output import claim_output
 from engine.jobs.config import require
 from engine.model.avatar import Avatar, build_avatar, frame_inputs, match_coefficients
 from engine.model.head_model import HeadModel
+from engine.model.headgas import attach_headgas
 from engine.model.provenance import check_tracking_model
 from engine.model.resolve import resolve_head_model
 from engine.model.visibility import evenly_spaced, save_visibility, sequence_visibility
@@ -71,6 +72,9 @@ class Trainer:
                               learn_blendshapes=cfg.learn_blendshapes, refine_tracking=cfg.refine_tracking,
                               binding=cfg.binding, soft_resolution=cfg.soft_uv_resolution, soft_width=cfg.soft_width,
                               background=cfg.background)
+        if cfg.appearance == "headgas":
+            h = cfg.headgas
+            attach_headgas(avatar, self.seq.shape, h.num_expr, h.jaw, h.feature_dim, h.hidden, h.pe_freqs)
         self.strategy = make_strategy(cfg.densify)
         self.state = TrainState(step=0, avatar=avatar, optimizer=make_optimizer(avatar, cfg),
                                 densify_state=self.strategy.initialize_state(len(avatar.gaussians), self.device),
@@ -152,7 +156,7 @@ class Trainer:
         shape, expr, pose, trans, cam = frame_inputs(av, self.seq, i, self.device)
         verts, verts_ref = av.posed_vertices(shape[None], expr[None], pose[None], trans[None])
         delta = av.binding_offsets(shape, expr, pose)
-        g = av.place(verts[0], delta)
+        g = av.place(verts[0], delta, expr=expr, pose=pose)
         out = rasterize(g.means, g.covars, g.opacities, g.colors, cam, self.background, backend=self.backend)
         gt = self.frames.get(i)
         info = {"means": g.means, "means2d": out.means2d, "radii": out.radii, "frame": i, "image": out.image, "gt": gt}
@@ -171,6 +175,8 @@ class Trainer:
             loss = loss + cfg.lambda_scale * losses.scale_ratio_loss(g.scales, cfg.scale_ratio)
         if delta is not None and cfg.lambda_soft_offset > 0:
             loss = loss + cfg.lambda_soft_offset * delta.square().mean()
+        if cfg.appearance == "headgas" and cfg.headgas.lambda_residual > 0:
+            loss = loss + cfg.headgas.lambda_residual * av.appearance.residual_penalty()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.strategy.step_post_backward(self.state.densify_state, info)
