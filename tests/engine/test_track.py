@@ -151,8 +151,6 @@ def test_tracked_demo_head_stays_close_to_the_exact_parameters(tmp_path, demo_da
 def _fitted_head_coverage(seq, head) -> float:
     """Share of the pixels inside the tracked head mesh's silhouette above the chin (the masks cut
     the neck on purpose), eroded 2 px, whose written mask is >= 0.5, over every frame."""
-    import torch
-
     from engine.io.images import read_image
     from engine.model.flame_layer import FlameLayer
     from engine.track.mesh_render import rasterize_mesh
