@@ -92,11 +92,13 @@ def test_metrics(demo):
     t = m["test"]
     for key in ("trained", "baked", "blender"):
         assert math.isfinite(t[key]["psnr"]) and 0 < t[key]["ssim"] <= 1, key
-    # 64², 20 frames and 150 steps (measured ~29 dB): below the full run's 33 dB; 20 dB leaves
-    # room for run-to-run variation while still failing a misaligned avatar.
-    assert t["trained"]["psnr"] > 20.0
-    # a 30-step bake (measured: 28.98 -> 27.65 dB); the full run's bound is 1 dB
-    assert t["baked"]["psnr"] > t["trained"]["psnr"] - 2.0
+    # 128², 20 frames, 150 steps on the tracked parameters (measured 30.61 dB; 27.79 while the
+    # tracker's masks had holes and the avatar was see-through): 26 dB fails that and a misaligned
+    # avatar, with room for run-to-run variation
+    assert t["trained"]["psnr"] > 26.0
+    # a 30-step bake into 128² maps (measured 30.61 -> 27.36 dB, the same without the full-head
+    # fine-tune); the full run's cost is in docs/benchmarks.md
+    assert t["baked"]["psnr"] > t["trained"]["psnr"] - 4.0
     # the Blender render of the (unedited) baked avatar is the baked avatar
     assert abs(t["blender"]["psnr"] - t["baked"]["psnr"]) < 0.5
     # FATE Splats in Blender vs the engine's rasteriser, same maps: the acceptance bar is 35 dB
