@@ -27,8 +27,9 @@ from engine.maps import (
 # of the trained avatar, FATE's ratio (its 512² maps for 256² sampling) — residual over the
 # low-passed direct fit (init="direct", the default), single-threaded so the run is deterministic.
 # Without the full-head stage (its own tests: test_full_head.py), so these measure the bake alone.
-QUICK_BAKE = dict(resolution=128, base_channels=16, depth=4, steps=150, checkpoint_every=0, device="cpu",
+QUICK_BAKE = dict(resolution=256, base_channels=16, depth=4, steps=150, checkpoint_every=0, device="cpu",
                   threads=1, full_head=False)
+R = QUICK_BAKE["resolution"]
 
 
 def _baked_copy(trained_avatar, tmp_path_factory, name: str, **overrides):
@@ -74,7 +75,7 @@ def test_appearance_only_baking_cost_is_bounded(trained_avatar, trained_metrics,
 
 
 def test_per_texel_density_renders_the_baked_maps(baked_avatar, baked_metrics):
-    """eval --from_maps --texel_stride 1: one Gaussian per covered texel of the 128² maps, sized to
+    """eval --from_maps --texel_stride 1: one Gaussian per covered texel of the R² maps, sized to
     the texel. The scale and rotation maps give way to texel-sized discs, so at this coarse map
     size the render gives up quality for paint fidelity: observed 27.9 dB against 32.7 dB for the
     baked avatar (the test schedule); the floor keeps it a faithful render of the maps."""
@@ -86,7 +87,7 @@ def test_per_texel_density_renders_the_baked_maps(baked_avatar, baked_metrics):
     head = build_demo_head()
     m = run_eval(EvalConfig(avatar=str(baked_avatar), split="test", from_maps=True, texel_stride=1, device="cpu",
                             out=str(baked_avatar / "metrics_texel.json")))
-    assert m["num_gaussians"] == int(island_mask(head.uvs, head.faces_uv_all, 128).sum())
+    assert m["num_gaussians"] == int(island_mask(head.uvs, head.faces_uv_all, R).sum())
     assert m["texel_stride"] == 1
     assert m["psnr"] >= 26.0 and m["psnr"] < baked_metrics["psnr"], (m["psnr"], baked_metrics["psnr"])
 
@@ -94,13 +95,13 @@ def test_per_texel_density_renders_the_baked_maps(baked_avatar, baked_metrics):
 def test_maps_files_and_manifest(baked_avatar):
     maps_dir = baked_avatar / "maps"
     manifest = json.loads((maps_dir / "maps.json").read_text())
-    assert manifest["format"] == "fate-maps" and manifest["resolution"] == 128
+    assert manifest["format"] == "fate-maps" and manifest["resolution"] == R
     assert set(manifest["maps"]) == set(MAP_SPECS) | {"visibility"}  # + the visibility map (issue 16)
     assert manifest["maps"]["color"]["colorspace"] == "sRGB"
     assert manifest["maps"]["scale"]["colorspace"] == "Non-Color"
     maps, _ = load_maps(maps_dir)
     for name, spec in MAP_SPECS.items():
-        assert maps[name].shape == (128, 128, spec.channels)
+        assert maps[name].shape == (R, R, spec.channels)
         assert (maps_dir / f"{name}.png").exists()
     assert 0 <= float(maps["color"].min()) and float(maps["color"].max()) <= 1
     assert 0 <= float(maps["opacity"].min()) and float(maps["opacity"].max()) <= 1
@@ -115,8 +116,8 @@ def test_baked_colour_map_is_smoother_than_direct_fit(baked_avatar):
     av = load_avatar(baked_avatar).avatar
     maps, _ = load_maps(baked_avatar / "maps")
     uv = gaussian_uvs(av.gaussians.face_idx, av.gaussians.bary, av.head.uvs, av.head.faces_uv_all)
-    direct = direct_fit_maps({"color": av.gaussians.colors().detach()}, uv, 128)["color"]
-    mask = island_mask(av.head.uvs, av.head.faces_uv_all, 128)
+    direct = direct_fit_maps({"color": av.gaussians.colors().detach()}, uv, R)["color"]
+    mask = island_mask(av.head.uvs, av.head.faces_uv_all, R)
     tv_baked, tv_direct = total_variation(maps["color"], mask), total_variation(direct, mask)
     print(f"total variation inside islands: baked {tv_baked:.4f}, direct {tv_direct:.4f}")
     # measured 0.046 vs 0.133 in the deterministic test schedule (ground-truth albedo: 0.037)
@@ -253,15 +254,15 @@ def test_edited_maps_are_validated(baked_avatar, tmp_path, caplog):
     # wrong resolution: resampled with a warning
     write_exr(d / "opacity.exr", np.full((64, 64, 1), 0.5, np.float32))
     maps, _ = load_maps(d)
-    assert maps["opacity"].shape == (128, 128, 1) and "resampling" in caplog.text
+    assert maps["opacity"].shape == (R, R, 1) and "resampling" in caplog.text
     # NaN: error naming the file
-    bad = np.zeros((128, 128, 3), np.float32)
+    bad = np.zeros((R, R, 3), np.float32)
     bad[3, 4, 1] = np.nan
     write_exr(d / "scale.exr", bad)
     with pytest.raises(MapsError, match="scale.exr"):
         load_maps(d)
     # wrong channel count
-    write_exr(d / "scale.exr", np.zeros((128, 128, 2), np.float32))
+    write_exr(d / "scale.exr", np.zeros((R, R, 2), np.float32))
     with pytest.raises(MapsError, match="channel"):
         load_maps(d)
 
