@@ -88,7 +88,7 @@ def test_train_bake_import_matches_engine(baked_avatar):
     result = import_avatar(avatar, bpy.context.scene, camera="TRACKED")
     assert result.warnings == []
     assert result.bindings is not None and "fate_color" in result.bindings.data.attributes  # trained, baked
-    assert set(result.images) == {"color", "opacity", "scale", "rotation", "offset"}
+    assert set(result.images) == {"color", "opacity", "scale", "rotation", "offset", "visibility"}  # + the full head's
     maps = json.loads((avatar / "maps" / "maps.json").read_text())["maps"]
     for name, img in result.images.items():
         assert img.colorspace_settings.name == maps[name]["colorspace"]
