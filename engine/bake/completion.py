@@ -4,7 +4,9 @@ What the training views never saw (``engine.model.visibility``) is filled from w
 
 - **opacity** from the closed template surface: the head mesh is closed (mouth-closing faces,
   eyeballs; only the neck's cut is open), so every unseen part of it is skin or scalp and becomes
-  opaque (``closed_opacity``) — the see-through back of a monocular avatar disappears;
+  opaque (``closed_opacity``) — the see-through back of a monocular avatar disappears. Only what
+  the video never saw is closed (:data:`OPACITY_SEEN_LO`, :data:`OPACITY_SEEN_HI`): what it saw,
+  even at a grazing angle, keeps the bake's opacity;
 - **colour, scale, rotation and offset** by a harmonic (Laplacian) fill over the *mesh*: the
   values the bake found at well-seen vertices are kept (a screened Poisson fit, weight ``λ·c_v``
   with c_v the vertex's seen confidence) and the unseen vertices take the smoothest continuation,
@@ -34,6 +36,12 @@ from engine.maps import MAP_SPECS, sample_map
 
 SEEN_LO, SEEN_HI = 0.3, 0.8
 """Visibility below ``SEEN_LO`` counts as unseen, above ``SEEN_HI`` as seen (smoothstep between)."""
+
+OPACITY_SEEN_LO, OPACITY_SEEN_HI = 0.05, 0.2
+"""The same for opacity, lower: a part the video saw at all, even at a grazing angle, keeps the
+opacity the bake found. Where the head mesh is larger than the person (a tracked shape, ears,
+the neck's cut) training made it see-through on purpose; closing it put opaque skin over the
+silhouette (main job, tracked parameters: −3.7 dB on the test frames)."""
 
 
 def smoothstep(x: Tensor, lo: float = SEEN_LO, hi: float = SEEN_HI) -> Tensor:
@@ -137,7 +145,8 @@ VERTICAL = 0.1
 
 @torch.no_grad()
 def complete_maps(maps: dict[str, Tensor], vertex_vis: Tensor, head, closed_opacity: float = 0.995,
-                  weight: float = 100.0, vertical: float = VERTICAL) -> dict[str, Tensor]:
+                  weight: float = 100.0, vertical: float = VERTICAL,
+                  opacity_vis: Tensor | None = None) -> dict[str, Tensor]:
     """The built-in completion of baked maps (module doc).
 
     Args:
@@ -147,12 +156,17 @@ def complete_maps(maps: dict[str, Tensor], vertex_vis: Tensor, head, closed_opac
         closed_opacity: opacity of the unseen closed surface.
         weight: λ of :func:`harmonic_fill`.
         vertical: its relative weight of vertical edges (on the head model's template).
+        opacity_vis: per-vertex visibility counting every angle (``min_cos`` 0) [V], deciding
+            where opacity is closed; None = ``vertex_vis``.
     Returns:
         name → completed map [R, R, C] float32 (no NaN; every texel defined).
     """
     R = next(iter(maps.values())).shape[0]
     uvs, faces, faces_uv, V = head.uvs, head.faces_all, head.faces_uv_all, head.num_vertices
     seen = _texels_from_vertices(smoothstep(vertex_vis.float())[:, None], uvs, faces, faces_uv, R)
+    ovis = (vertex_vis if opacity_vis is None else opacity_vis).float()
+    seen_opacity = _texels_from_vertices(smoothstep(ovis, OPACITY_SEEN_LO, OPACITY_SEEN_HI)[:, None],
+                                         uvs, faces, faces_uv, R)
     conf = smoothstep(vertex_vis.float()).numpy()
     out = {}
     for name in MAP_SPECS:
@@ -169,6 +183,7 @@ def complete_maps(maps: dict[str, Tensor], vertex_vis: Tensor, head, closed_opac
             fill = _texels_from_vertices(x, uvs, faces, faces_uv, R)
             if name == "scale":
                 fill = fill.exp()
-        blended = seen * m + (1 - seen) * fill
+        w = seen_opacity if name == "opacity" else seen
+        blended = w * m + (1 - w) * fill
         out[name] = blended if maps[name].ndim == 3 else blended[..., 0]
     return out

@@ -370,7 +370,12 @@ class FullHead:
         shell = self.av.gaussians.shell
         b.visibility_map = texel_visibility(vis.vertex, self.head.uvs, self.head.faces_all, self.head.faces_uv_all,
                                             cfg.resolution)
-        completed = complete_maps({k: v.cpu() for k, v in seen.items()}, vis.vertex, self.head)
+        # opacity is closed only where no training view saw the surface at any angle (the outline
+        # of a too-large mesh was made see-through by training and must stay so)
+        seen_any = tracking_visibility(self.av, b.loaded.tracking, evenly_spaced(b.train_idx, 32), self.device,
+                                       cfg.rasterizer, min_cos=0.0)
+        completed = complete_maps({k: v.cpu() for k, v in seen.items()}, vis.vertex, self.head,
+                                  opacity_vis=seen_any.vertex.cpu())
         raw = raw_from_maps(completed, b.scale_norm, shell)
         b.base_raw = raw[None].to(self.device)
         b.net_input = standardise(raw)[None].to(self.device)

@@ -231,9 +231,10 @@ def sequence_visibility(avatar, seq, indices: list[int], device: torch.device, b
 
 
 def tracking_visibility(avatar, tracking: dict, indices: list[int], device: torch.device,
-                        backend: str = "auto") -> Visibility:
+                        backend: str = "auto", min_cos: float = MIN_COS) -> Visibility:
     """:func:`sequence_visibility` from an avatar folder's ``tracking.npz`` (as loaded by
-    ``AvatarFolder.load``) instead of a sequence — for avatars saved without visibility."""
+    ``AvatarFolder.load``) instead of a sequence — for avatars saved without visibility, and, with
+    ``min_cos`` 0, for the bake's "seen at any angle" (the full-head stage's opacity)."""
     def views():
         shape = torch.as_tensor(tracking["shape"], device=device)
         for i in indices:
@@ -248,7 +249,8 @@ def tracking_visibility(avatar, tracking: dict, indices: list[int], device: torc
 
     g = avatar.gaussians
     with torch.no_grad():
-        return accumulate_visibility(views(), avatar.faces, g.face_idx, g.bary, avatar.head.num_vertices, backend)
+        return accumulate_visibility(views(), avatar.faces, g.face_idx, g.bary, avatar.head.num_vertices, backend,
+                                    min_cos)
 
 
 def save_visibility(folder: Path, vis: Visibility) -> Path:

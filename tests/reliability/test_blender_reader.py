@@ -20,7 +20,7 @@ from addon.files.avatar import read_avatar  # noqa: E402
 
 def test_the_engines_avatar_reads(avatar_copy):
     data = read_avatar(avatar_copy)
-    assert data.bindings is not None and data.tracking is not None and len(data.maps) == 5
+    assert data.bindings is not None and data.tracking is not None and len(data.maps) == 6  # + visibility
     assert data.warnings == []
 
 
