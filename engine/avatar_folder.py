@@ -17,6 +17,8 @@ file                           content                                      writ
 ``blender/head.npz``           head for Import Avatar (Δ folded in)         :meth:`AvatarFolder.save`
 ``blender/bindings.npz``       Gaussian face / barycentric / UV             :meth:`AvatarFolder.save`
 ``blender/gaussians.npz``      the Gaussians' activated attributes          :meth:`AvatarFolder.save`
+``appearance.safetensors``     pbr avatars: the learnt environment          :meth:`AvatarFolder.save`
+``blender/environment.exr``    pbr avatars: it as a lat-long radiance map   :meth:`AvatarFolder.save`
 ``checkpoints/last.*``         resumable training state                     ``engine.train.checkpoint``
 ``maps/``                      baked UV maps + ``maps.json``                ``engine.maps.write_maps``
 ``bakenet.safetensors``        BakeNet weights and input                    ``engine.bake``
@@ -64,6 +66,8 @@ class AvatarFolder:
     BLENDER_HEAD = "blender/head.npz"
     BLENDER_BINDINGS = "blender/bindings.npz"
     BLENDER_GAUSSIANS = "blender/gaussians.npz"
+    APPEARANCE = "appearance.safetensors"
+    BLENDER_ENVIRONMENT = "blender/environment.exr"
     MAPS = "maps"
     BAKENET = "bakenet.safetensors"
     MAPS_CHECKPOINT = "maps_checkpoint.safetensors"
@@ -117,9 +121,12 @@ class AvatarFolder:
         avatar.head.save_npz(self.path(self.HEAD_MODEL))
         self._write_tracking(avatar, seq)
         self._export_blender(avatar, seq)
+        if avatar.appearance is not None:
+            self._write_appearance(avatar)
         write_json(self.path(self.AVATAR_JSON), {
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "head_model": {"name": avatar.head.name, "sha256": avatar.head.sha256()},
+            "appearance": "static" if avatar.appearance is None else "pbr",
             "num_gaussians": len(g), "shell": g.shell,
             "config": to_dict(config), "dataset": str(getattr(config, "dataset", "")),
             "metrics": metrics or {},
@@ -174,8 +181,23 @@ class AvatarFolder:
         uv = (bary[:, :, None] * uvs[head.faces_uv_all[face_idx]]).sum(axis=1)
         write_npz(self.path(self.BLENDER_BINDINGS), face_idx=face_idx.astype(np.int32), bary=bary,
                   uv=uv.astype(np.float32))
+        attrs = g.activated()
+        if avatar.appearance is not None:  # colour = albedo; + roughness, f0
+            attrs.update({k: v for k, v in avatar.appearance.activated(g).items() if k != "albedo"})
         write_npz(self.path(self.BLENDER_GAUSSIANS),
-                  **{k: v.detach().cpu().numpy().astype(np.float32) for k, v in g.activated().items()})
+                  **{k: v.detach().cpu().numpy().astype(np.float32) for k, v in attrs.items()})
+
+    @torch.no_grad()
+    def _write_appearance(self, avatar: "Avatar") -> None:
+        """pbr avatars: ``appearance.safetensors`` (the environment's raw map, ``environment.raw``
+        [H, 2H, 3]) and ``blender/environment.exr`` (its radiance, linear RGB float32, lat-long in
+        the room frame of :mod:`engine.model.environment`, row 0 = zenith)."""
+        from engine.io.images import write_exr
+
+        env = avatar.appearance.environment
+        write_safetensors(self.path(self.APPEARANCE), {"environment.raw": env.raw.detach().cpu()},
+                          {"appearance": "pbr", "frame": "room (camera right, forward, up)"})
+        write_exr(self.path(self.BLENDER_ENVIRONMENT), env.radiance().detach().cpu().numpy().astype(np.float32))
 
     # ------------------------------------------------------------------ load
     def read_meta(self) -> dict:
@@ -229,8 +251,30 @@ class AvatarFolder:
             tracking = {k: z[k] for k in z.files}
         T = tracking["expr"].shape[0]
         tr = TrackingRefinement(T, tracking["expr"].shape[1], tracking["pose"].shape[1], enabled=False)
-        av = Avatar(head, flame, faces, g.to(device), bs, tr.to(device))
+        av = Avatar(head, flame, faces, g.to(device), bs, tr.to(device), self._load_appearance(meta, device))
         return LoadedAvatar(av, meta, tracking, self)
+
+    def _load_appearance(self, meta: dict, device: torch.device | str):
+        """The relightable appearance of a pbr avatar (None for a static one).
+
+        Raises:
+            AvatarError: avatar.json says pbr and appearance.safetensors is missing.
+        """
+        if meta.get("appearance", "static") != "pbr":
+            return None
+        from safetensors.torch import load_file
+
+        from engine.model.environment import Environment
+        from engine.model.pbr import PBRAppearance
+
+        path = self.path(self.APPEARANCE)
+        if not path.exists():
+            raise AvatarError(f"{path} is missing (avatar.json says the avatar is relightable, 'pbr')")
+        raw = load_file(str(path))["environment.raw"]
+        env = Environment(raw.shape[0])
+        with torch.no_grad():
+            env.raw.copy_(raw)
+        return PBRAppearance(env).to(device)
 
 
 @dataclass

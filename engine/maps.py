@@ -67,6 +67,27 @@ MAP_SPECS: dict[str, MapSpec] = {
     "offset": MapSpec("offset", 1, "Non-Color", "meters along the face normal", (-0.01, 0.01)),
 }
 
+PBR_MAP_SPECS: dict[str, MapSpec] = {
+    "albedo": MapSpec("albedo", 3, "sRGB", "encoded albedo, [0, 1]", (0.0, 1.0)),
+    "roughness": MapSpec("roughness", 1, "Non-Color", "roughness o, [0.5, 1] as trained", (0.0, 1.0)),
+    "f0": MapSpec("f0", 1, "Non-Color", "Fresnel base reflectance F0, [0.04, 0.15] as trained", (0.0, 0.2)),
+}
+"""The maps of a relightable (``appearance = "pbr"``) avatar: ``albedo`` takes the place of
+``color`` (same units and colour space), ``roughness`` and ``f0`` are added (engine.model.pbr);
+``maps.json`` then says ``"appearance": "pbr"`` and lists the learnt environment."""
+
+
+def map_spec(name: str) -> MapSpec:
+    """The spec of a map of either appearance model.
+
+    Raises:
+        MapsError: an unknown map name.
+    """
+    spec = MAP_SPECS.get(name) or PBR_MAP_SPECS.get(name)
+    if spec is None:
+        raise MapsError(f"unknown map {name!r}; known: {sorted(MAP_SPECS) + sorted(PBR_MAP_SPECS)}")
+    return spec
+
 
 def sample_maps(maps: dict[str, Tensor], uv: Tensor) -> dict[str, Tensor]:
     """Bilinear, clamp-to-edge lookup of every map at UV coordinates.
@@ -80,7 +101,8 @@ def sample_maps(maps: dict[str, Tensor], uv: Tensor) -> dict[str, Tensor]:
     out = {}
     for name, m in maps.items():
         vals = sample_map(m, uv)
-        out[name] = vals[:, 0] if MAP_SPECS.get(name, MapSpec(name, 0, "", "", (0, 1))).channels == 1 else vals
+        spec = MAP_SPECS.get(name) or PBR_MAP_SPECS.get(name)
+        out[name] = vals[:, 0] if spec is not None and spec.channels == 1 else vals
     return out
 
 
@@ -205,6 +227,8 @@ def gaussians_from_maps(maps: dict[str, Tensor], verts: Tensor, faces: Tensor, f
     from engine.geometry.rotations import axis_angle_to_matrix
     from engine.model.gaussians import place_gaussians
 
+    if "color" not in maps and "albedo" in maps:  # a relightable avatar: placed with its albedo
+        maps = {**maps, "color": maps["albedo"]}
     missing = sorted(set(MAP_SPECS) - set(maps))
     if missing:
         raise MapsError(f"re-splatting needs all maps; missing: {missing}")
@@ -228,6 +252,12 @@ def set_gaussians_from_maps(gaussians, maps: dict[str, Tensor], uv: Tensor) -> N
 
     vals = sample_maps({k: v.to(uv.device) for k, v in maps.items()}, uv)
     g = gaussians
+    if "albedo" in vals:  # a relightable avatar's colour parameter is its albedo
+        vals["color"] = vals.pop("albedo")
+    if "roughness_raw" in g.parameter_names():
+        from engine.model.pbr import PBRAppearance
+
+        PBRAppearance.set_values(g, vals)
     if "color" in vals:
         g.sh0.data = (vals["color"].clamp(0, 1) - 0.5) / SH_C0
     if "opacity" in vals:
@@ -260,7 +290,13 @@ def texel_gaussians(maps: dict[str, Tensor], rest_verts: Tensor, head, resolutio
     faces = torch.as_tensor(head.faces_all, dtype=torch.long, device=rest_verts.device)
     tb = texel_bindings(rest_verts.detach().cpu(), faces.cpu(), head.uvs, head.faces_uv_all, resolution, stride)
     g = UVGaussians.from_bindings(tb.face_idx, tb.bary, rest_verts.detach().cpu(), faces.cpu(), shell=shell)
-    set_gaussians_from_maps(g, {m: maps[m] for m in ("color", "opacity", "offset")}, tb.uv)
+    names = ("color", "opacity", "offset")
+    if "albedo" in maps:  # relightable: albedo, roughness and F0 per texel too
+        from engine.model.pbr import PBRAppearance
+
+        PBRAppearance.add_parameters(g)
+        names = ("albedo", "opacity", "offset", "roughness", "f0")
+    set_gaussians_from_maps(g, {m: maps[m] for m in names}, tb.uv)
     with torch.no_grad():
         g.scale_log.data = torch.log(tb.scale.clamp_min(1e-12))
         g.rotation.data = matrix_to_quaternion(tb.local_rot)
@@ -324,7 +360,7 @@ def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = Non
     entries = {}
     res = None
     for name, m in maps.items():
-        spec = MAP_SPECS[name]
+        spec = map_spec(name)
         arr = m.detach().cpu().float().numpy()
         if arr.ndim == 2:
             arr = arr[..., None]
@@ -370,9 +406,9 @@ def load_maps(maps_dir: Path, names=None) -> tuple[dict[str, Tensor], dict]:
     for name, entry in manifest["maps"].items():
         if names is not None and name not in names:
             continue
-        spec = MAP_SPECS.get(name)
+        spec = MAP_SPECS.get(name) or PBR_MAP_SPECS.get(name)
         if spec is None:
-            raise MapsError(f"{mpath}: unknown map {name!r}; known: {sorted(MAP_SPECS)}")
+            raise MapsError(f"{mpath}: unknown map {name!r}; known: {sorted(MAP_SPECS) + sorted(PBR_MAP_SPECS)}")
         fpath = maps_dir / entry["file"]
         if not fpath.exists():
             raise MapsError(f"{fpath} is missing (listed in {mpath})")

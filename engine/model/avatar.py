@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -24,6 +25,10 @@ from engine.model.head_model import HeadModel
 from engine.model.tracking import TrackingRefinement
 from engine.raster import rasterize
 
+if TYPE_CHECKING:  # pragma: no cover
+    from engine.model.gaussians import WorldGaussians
+    from engine.model.pbr import PBRAppearance, Shading
+
 log = logging.getLogger(__name__)
 
 
@@ -37,6 +42,16 @@ class Avatar:
     gaussians: UVGaussians
     blendshapes: LearnedBlendshapes
     tracking: TrackingRefinement
+    appearance: "PBRAppearance | None" = None
+    """The relightable appearance (``--appearance pbr``, :mod:`engine.model.pbr`); None = static colour."""
+
+    def shade(self, world: "WorldGaussians", camera: Camera) -> "tuple[Tensor, Shading | None]":
+        """The per-Gaussian encoded colours to rasterise for ``camera``: the static colour, or the
+        PBR shading under the learnt environment (then also its :class:`engine.model.pbr.Shading`)."""
+        if self.appearance is None:
+            return world.colors, None
+        shading = self.appearance.shade_gaussians(self.gaussians, world, camera)
+        return shading.colors, shading
 
     def posed_vertices(self, shape: Tensor, expr: Tensor, pose: Tensor,
                        translation: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -49,11 +64,12 @@ class Avatar:
         verts, _ = self.posed_vertices(shape[None], expr[None], pose[None],
                                        None if translation is None else translation[None])
         g = self.gaussians.place(verts[0], self.faces)
-        return rasterize(g.means, g.covars, g.opacities, g.colors, camera, background, backend=backend)
+        colors, _ = self.shade(g, camera)
+        return rasterize(g.means, g.covars, g.opacities, colors, camera, background, backend=backend)
 
 
 def build_avatar(head: HeadModel, seq: Sequence, device: torch.device, *, uv_resolution: int, shell: float,
-                 learn_blendshapes: bool, refine_tracking: bool) -> Avatar:
+                 learn_blendshapes: bool, refine_tracking: bool, appearance: str = "static") -> Avatar:
     """Initial avatar: UV-sampled Gaussians on the subject's canonical mesh (FATE §3.1, §4.1).
 
     Args:
@@ -65,6 +81,8 @@ def build_avatar(head: HeadModel, seq: Sequence, device: torch.device, *, uv_res
         shell: largest normal offset of a Gaussian from its face, meters.
         learn_blendshapes: optimise ΔE, ΔP, Δ (Eq. 5).
         refine_tracking: optimise per-frame tracking corrections (supp. §7.1).
+        appearance: "static" (a colour per Gaussian, FATE) or "pbr" (albedo, roughness, F0 under a
+            learnt environment, HRAvatar: :mod:`engine.model.pbr`).
     """
     flame = FlameLayer(head).to(device)
     faces = torch.as_tensor(head.faces_all, dtype=torch.long, device=device)
@@ -81,7 +99,19 @@ def build_avatar(head: HeadModel, seq: Sequence, device: torch.device, *, uv_res
                                      enabled=learn_blendshapes).to(device)
     tracking = TrackingRefinement(len(seq), seq.expr.shape[1], seq.pose.shape[1],
                                   enabled=refine_tracking).to(device)
-    return Avatar(head, flame, faces, gaussians, blendshapes, tracking)
+    return Avatar(head, flame, faces, gaussians, blendshapes, tracking,
+                  _initial_appearance(gaussians, appearance, device))
+
+
+def _initial_appearance(gaussians: UVGaussians, appearance: str, device: torch.device) -> "PBRAppearance | None":
+    """None for "static"; for "pbr" a fresh :class:`engine.model.pbr.PBRAppearance` (and the
+    Gaussians get its per-Gaussian parameters)."""
+    if appearance == "static":
+        return None
+    from engine.model.pbr import PBRAppearance
+
+    PBRAppearance.add_parameters(gaussians)
+    return PBRAppearance().to(device)
 
 
 def match_coefficients(seq: Sequence, head: HeadModel) -> Sequence:

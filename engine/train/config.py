@@ -70,6 +70,23 @@ class TrainConfig:
     """optimise per-frame expression, pose and camera corrections (supp. §7.1)"""
     lr_tracking: float = 5e-4
     """learning rate of the tracking corrections (supp. §7.1)"""
+    appearance: Literal["static", "pbr"] = "static"
+    """"static": a colour per Gaussian (FATE); "pbr": albedo, roughness and F0 shaded under a learnt
+    environment, relightable (HRAvatar §3.3, engine/model/pbr.py)"""
+    lr_roughness: float = 5e-3
+    """pbr: learning rate of the pre-sigmoid roughness (HRAvatar's code: roughness_lr 5e-3)"""
+    lr_f0: float = 5e-3
+    """pbr: learning rate of the pre-sigmoid F0 (HRAvatar's code: reflectance_lr 5e-3)"""
+    lr_environment: float = 5e-2
+    """pbr: learning rate of the environment map (pre-softplus; HRAvatar's code: envmap_lr 5e-2)"""
+    lambda_normal: float = 1e-2
+    """pbr: λ_normal, 1 − cos between each Gaussian's normal and the bound mesh normal (HRAvatar's
+    code: lambda_normal 1e-2, there against normals from the rendered depth)"""
+    lambda_albedo: float = 0.25
+    """pbr: λ_albedo of the albedo-scale prior (mean visible irradiance = 1; stands in for HRAvatar's
+    L1 to an intrinsic network's pseudo albedo, lambda_intrinsic_albedo 0.25; engine/train/pbr_losses.py)"""
+    lambda_tv: float = 2e-2
+    """pbr: λ_tv, total variation of the roughness over the mesh (HRAvatar's code: lambda_tv_roughness 2e-2)"""
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     """densification schedule"""
     checkpoint_every: int = 1000

@@ -34,6 +34,7 @@ from engine.train.checkpoint import (
 from engine.train.config import TrainConfig
 from engine.train.densify.factory import make_strategy
 from engine.train.optimizer import make_optimizer
+from engine.train.pbr_losses import PBRRegularisers
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ class Trainer:
             raise ConfigError(f"{cfg.dataset}: the dataset has no training frames")
         self.background = torch.tensor(cfg.background, dtype=torch.float32, device=self.device)
         avatar = build_avatar(head, self.seq, self.device, uv_resolution=cfg.uv_resolution, shell=cfg.shell,
-                              learn_blendshapes=cfg.learn_blendshapes, refine_tracking=cfg.refine_tracking)
+                              learn_blendshapes=cfg.learn_blendshapes, refine_tracking=cfg.refine_tracking,
+                              appearance=cfg.appearance)
         self.strategy = make_strategy(cfg.densify)
         self.state = TrainState(step=0, avatar=avatar, optimizer=make_optimizer(avatar, cfg),
                                 densify_state=self.strategy.initialize_state(len(avatar.gaussians), self.device),
@@ -74,6 +76,8 @@ class Trainer:
         self.perceptual, self.perceptual_name = losses.make_perceptual_loss(
             Path(cfg.vgg_weights) if cfg.vgg_weights else None)
         self.frames = FrameImages(self.seq, self.train_idx, cfg.background, self.device)
+        self.pbr_losses = None if avatar.appearance is None else PBRRegularisers(
+            avatar.faces, cfg.lambda_normal, cfg.lambda_albedo, cfg.lambda_tv)
         self.backend = cfg.rasterizer
         self.history: list[dict] = []
 
@@ -141,7 +145,8 @@ class Trainer:
         shape, expr, pose, trans, cam = frame_inputs(av, self.seq, i, self.device)
         verts, verts_ref = av.posed_vertices(shape[None], expr[None], pose[None], trans[None])
         g = av.gaussians.place(verts[0], av.faces)
-        out = rasterize(g.means, g.covars, g.opacities, g.colors, cam, self.background, backend=self.backend)
+        colors, shading = av.shade(g, cam)
+        out = rasterize(g.means, g.covars, g.opacities, colors, cam, self.background, backend=self.backend)
         info = {"means": g.means, "means2d": out.means2d, "radii": out.radii}
         self.strategy.step_pre_backward(self.state.densify_state, info)
         gt = self.frames.get(i)
@@ -157,6 +162,9 @@ class Trainer:
             loss = loss + cfg.lambda_flame * losses.flame_loss(verts, verts_ref)
         if cfg.lambda_scale > 0:
             loss = loss + cfg.lambda_scale * losses.scale_ratio_loss(g.scales, cfg.scale_ratio)
+        if shading is not None:  # relightable appearance (HRAvatar §3.4)
+            loss = loss + self.pbr_losses(shading, verts[0], av.gaussians.face_idx, av.gaussians.bary,
+                                          g.opacities, out.radii)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.strategy.step_post_backward(self.state.densify_state, info)
