@@ -26,6 +26,8 @@ file                           content                                      writ
 ``visibility.safetensors``     how much the training views saw each         ``engine.model.visibility``
                                Gaussian / face / vertex, [0, 1]
 ``maps_seen.safetensors``      the baked maps before full-head completion   ``engine.bake.pseudo_views``
+``appearance.safetensors``     pbr avatars: the learnt environment          :meth:`AvatarFolder.save`
+``blender/environment.exr``    pbr avatars: it as a lat-long radiance map   :meth:`AvatarFolder.save`
 ``checkpoints/last.*``         resumable training state                     ``engine.train.checkpoint``
 ``maps/``                      baked UV maps + ``maps.json``                ``engine.maps.write_maps``
 ``bakenet.safetensors``        BakeNet weights and input                    ``engine.bake``
@@ -85,6 +87,8 @@ class AvatarFolder:
     BLENDER_HEAD = "blender/head.npz"
     BLENDER_BINDINGS = "blender/bindings.npz"
     BLENDER_GAUSSIANS = "blender/gaussians.npz"
+    APPEARANCE = "appearance.safetensors"
+    BLENDER_ENVIRONMENT = "blender/environment.exr"
     MAPS = "maps"
     VISIBILITY = "visibility.safetensors"
     MAPS_SEEN = "maps_seen.safetensors"
@@ -158,7 +162,8 @@ class AvatarFolder:
             avatar = static_bake(avatar, seq, seq.indices("train"))
         g = avatar.gaussians
         state = g.raw_state()
-        check_finite_arrays({**state, **dict(avatar.blendshapes.state_dict())},
+        check_finite_arrays({**state, **dict(avatar.blendshapes.state_dict()),
+                             **({} if avatar.appearance is None else dict(avatar.appearance.state_dict()))},
                             f"the trained avatar for {self.root}", DivergedError)
         with publish(self.root) as pub:
             write_safetensors(pub.path(self.GAUSSIANS), state, {"shell": g.shell})
@@ -169,10 +174,13 @@ class AvatarFolder:
                                  pub.path(self.BLENDER_GAUSSIANS))
             if live.soft_binding is not None:
                 self._write_soft_binding(live, pub.path(self.SOFT_BINDING))
+            if avatar.appearance is not None:
+                self._write_appearance(avatar, pub.path(self.APPEARANCE), pub.path(self.BLENDER_ENVIRONMENT))
             files = pub.hashes()
             write_json(pub.path(self.AVATAR_JSON), {
                 "format": FORMAT, "format_version": FORMAT_VERSION,
                 "head_model": {"name": avatar.head.name, "sha256": avatar.head.sha256()},
+                "appearance": "static" if avatar.appearance is None else "pbr",
                 "num_gaussians": len(g), "shell": g.shell,
                 "config": to_dict(config), "dataset": str(getattr(config, "dataset", "")),
                 "metrics": metrics or {},
@@ -180,6 +188,9 @@ class AvatarFolder:
             })
         if live.soft_binding is None:
             self.path(self.SOFT_BINDING).unlink(missing_ok=True)  # a stale one from an earlier soft training
+        if avatar.appearance is None:  # stale ones from an earlier pbr training
+            self.path(self.APPEARANCE).unlink(missing_ok=True)
+            self.path(self.BLENDER_ENVIRONMENT).unlink(missing_ok=True)
 
     def _write_soft_binding(self, avatar: "Avatar", path: Path) -> None:
         """``soft_binding.safetensors`` (soft binding only): the network and its fixed inputs
@@ -240,8 +251,22 @@ class AvatarFolder:
         uv = (bary[:, :, None] * uvs[head.faces_uv_all[face_idx]]).sum(axis=1)
         write_npz(bindings_path, face_idx=face_idx.astype(np.int32), bary=bary,
                   uv=uv.astype(np.float32))
-        write_npz(gaussians_path,
-                  **{k: v.detach().cpu().numpy().astype(np.float32) for k, v in g.activated().items()})
+        attrs = g.activated()
+        if avatar.appearance is not None:  # colour = albedo; + roughness, f0
+            attrs.update({k: v for k, v in avatar.appearance.activated(g).items() if k != "albedo"})
+        write_npz(gaussians_path, **{k: v.detach().cpu().numpy().astype(np.float32) for k, v in attrs.items()})
+
+    @torch.no_grad()
+    def _write_appearance(self, avatar: "Avatar", appearance_path: Path, environment_path: Path) -> None:
+        """pbr avatars: ``appearance.safetensors`` (the environment's raw map, ``environment.raw``
+        [H, 2H, 3]) and ``blender/environment.exr`` (its radiance, linear RGB float32, lat-long in
+        the room frame of :mod:`engine.model.environment`, row 0 = zenith)."""
+        from engine.io.images import write_exr
+
+        env = avatar.appearance.environment
+        write_safetensors(appearance_path, {"environment.raw": env.raw.detach().cpu()},
+                          {"appearance": "pbr", "frame": "room (camera right, forward, up)"})
+        write_exr(environment_path, env.radiance().detach().cpu().numpy().astype(np.float32))
 
     # ------------------------------------------------------------------ load
     def read_meta(self) -> dict:
@@ -328,7 +353,8 @@ class AvatarFolder:
                               f"{exc}); retrain it") from exc
         if g.face_idx.numel() and (int(g.face_idx.min()) < 0 or int(g.face_idx.max()) >= faces.shape[0]):
             raise AvatarError(f"{self.path(self.GAUSSIANS)}: face_idx outside the head model's {faces.shape[0]} faces")
-        av = Avatar(head, flame, faces, g.to(device), bs, tr.to(device))
+        av = Avatar(head, flame, faces, g.to(device), bs, tr.to(device), None,
+                    self._load_appearance(meta, device, force))
         if soft_binding:
             av.gaussians, av.soft_binding = self._load_soft_binding(head, device, g.shell)
         return LoadedAvatar(av, meta, tracking, self)
@@ -354,6 +380,33 @@ class AvatarFolder:
         recorded = meta["head_model"].get("sha256") if isinstance(meta.get("head_model"), dict) else None
         check_provenance(recorded, head.sha256(), f"{self.path(self.HEAD_MODEL)} is not the head model this "
                          "avatar was trained with", "restore it, retrain", AvatarError, force)
+
+    def _load_appearance(self, meta: dict, device: torch.device | str, force: bool = False):
+        """The relightable appearance of a pbr avatar (None for a static one).
+
+        Raises:
+            AvatarError: avatar.json says pbr and appearance.safetensors is missing, corrupt, does
+                not match avatar.json's sha256 or holds NaN/Inf values.
+        """
+        if meta.get("appearance", "static") != "pbr":
+            return None
+        from engine.model.environment import Environment
+        from engine.model.pbr import PBRAppearance
+
+        path = self.path(self.APPEARANCE)
+        if not path.exists():
+            raise AvatarError(f"{path} is missing (avatar.json says the avatar is relightable, 'pbr')")
+        state = load_safetensors(path, AvatarError, "cpu", self.expected_sha256(meta, self.APPEARANCE, force),
+                                 "appearance")
+        check_finite_arrays(state, str(path), AvatarError)
+        try:
+            raw = state["environment.raw"]
+            env = Environment(raw.shape[0])
+            with torch.no_grad():
+                env.raw.copy_(raw)
+        except (KeyError, RuntimeError, IndexError) as exc:
+            raise AvatarError(f"{path}: not a learnt environment ({type(exc).__name__}: {exc}); retrain it") from exc
+        return PBRAppearance(env).to(device)
 
 
 @dataclass

@@ -102,6 +102,7 @@ class Baker:
         self.base_raw: Tensor | None = None
         if cfg.init == "direct":
             self._init_from_direct_fit()
+        self.pbr_maps = self._pbr_maps() if av.appearance is not None else {}
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.perceptual, self.perceptual_name = make_perceptual_loss(
             Path(cfg.vgg_weights) if cfg.vgg_weights else None)
@@ -120,6 +121,21 @@ class Baker:
         base = {k: gaussian_blur(m, self.cfg.base_blur) for k, m in direct.items()} if self.cfg.base_blur > 0 else direct
         self.base_raw = raw_from_maps(base, self.scale_norm, shell)[None].to(self.device)
         self.net_input = standardise(raw_from_maps(direct, self.scale_norm, shell))[None].to(self.device)
+
+    @torch.no_grad()
+    def _pbr_maps(self) -> dict[str, Tensor]:
+        """A relightable avatar's roughness and F0 maps: the direct per-texel fit of the trained
+        values, low-passed by σ = max(``base_blur``, 1) texels, kept fixed while BakeNet bakes the
+        albedo (in the colour channels) and the geometry. (HRAvatar has no baking stage; roughness
+        and F0 are smooth by their TV prior, so a filtered fit keeps what the Gaussians learnt.)"""
+        av = self.loaded.avatar
+        for p in av.appearance.parameters():
+            p.requires_grad_(False)
+        values = {k: v.detach() for k, v in av.appearance.activated(av.gaussians).items() if k != "albedo"}
+        fit = direct_fit_maps(values, self.uv.cpu(), self.cfg.resolution)
+        maps = {k: gaussian_blur(m, max(self.cfg.base_blur, 1.0)) for k, m in fit.items()}
+        self.pbr_values = {k: v.to(self.device) for k, v in sample_maps(maps, self.uv.cpu()).items()}
+        return maps
 
     # ------------------------------------------------------------------ attributes
     def maps(self) -> dict[str, Tensor]:
@@ -149,9 +165,13 @@ class Baker:
                      torch.as_tensor(tr["K"][i], device=self.device), int(tr["width"]), int(tr["height"]))
         with torch.no_grad():
             verts, _ = av.posed_vertices(shape[None], expr[None], pose[None], trans[None])
+        local_rot = axis_angle_to_matrix(vals["rotation"])
         g = place_gaussians(verts[0], av.faces, av.gaussians.face_idx, av.gaussians.bary, vals["color"],
-                            vals["opacity"], vals["scale"], axis_angle_to_matrix(vals["rotation"]), vals["offset"])
-        return rasterize(g.means, g.covars, g.opacities, g.colors, cam, self.background, backend=self.cfg.rasterizer)
+                            vals["opacity"], vals["scale"], local_rot, vals["offset"])
+        colors = g.colors
+        if av.appearance is not None:  # relightable: the baked albedo shaded under the learnt light
+            colors = av.appearance.shade(g, local_rot, self.pbr_values["roughness"], self.pbr_values["f0"], cam).colors
+        return rasterize(g.means, g.covars, g.opacities, colors, cam, self.background, backend=self.cfg.rasterizer)
 
     # ------------------------------------------------------------------ loop
     def warmup_step(self) -> float:
@@ -245,15 +265,32 @@ class Baker:
                                         names=("scale", "rotation", "offset")))
         if getattr(self, "visibility_map", None) is not None:
             maps["visibility"] = self.visibility_map.cpu()
-        path = write_maps(self.folder.maps_dir, maps, extra={
-            "source_avatar_sha256": file_sha256(self.folder.path(self.folder.GAUSSIANS)),
-            "bake_config": to_dict(self.cfg)}, keep_backups=self.cfg.keep_backups)
+        extra = {"source_avatar_sha256": file_sha256(self.folder.path(self.folder.GAUSSIANS)),
+                 "bake_config": to_dict(self.cfg)}
+        exr_files = {}
+        if self.pbr_maps:
+            maps, pbr_extra, exr_files = self._pbr_outputs(maps)
+            extra.update(pbr_extra)
+        path = write_maps(self.folder.maps_dir, maps, extra=extra, keep_backups=self.cfg.keep_backups,
+                          exr_files=exr_files)
         weights = {f"net.{k}": v for k, v in self.net.state_dict().items()}
         weights["input"] = self.net_input
         if self.base_raw is not None:
             weights["base_raw"] = self.base_raw
         write_safetensors(self.folder.path(self.folder.BAKENET), weights)
         return path
+
+    def _pbr_outputs(self, maps: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict, dict]:
+        """A relightable avatar's maps (``albedo`` instead of ``color``, plus ``roughness`` and ``f0``),
+        the ``maps.json`` entries (``appearance`` and the learnt ``environment``) and the files
+        published with the maps: ``environment.exr`` (linear RGB lat-long radiance, docs/FORMATS.md)."""
+        maps = {("albedo" if k == "color" else k): v for k, v in maps.items()}
+        maps.update({k: v.cpu() for k, v in self.pbr_maps.items()})
+        env = self.loaded.avatar.appearance.environment
+        exr_files = {"environment.exr": env.radiance().detach().cpu().numpy()}
+        return maps, {"appearance": "pbr", "environment": {
+            "file": "environment.exr", "colorspace": "Linear Rec.709", "projection": "equirectangular",
+            "frame": "room: x camera right, y camera forward, z camera up (the still camera's view)"}}, exr_files
 
     def _save_checkpoint(self, path: Path) -> None:
         tensors = {f"net/{k}": v for k, v in self.net.state_dict().items()}

@@ -2,7 +2,8 @@
 
 :class:`Avatar` bundles the head model's FLAME layer, the UV-bound Gaussians, the learnt
 blendshapes (Eq. 5), the optional per-frame tracking corrections and the optional soft binding
-(STAvatar, ``engine.model.soft_binding``); :func:`build_avatar` makes the initial one,
+(STAvatar, ``engine.model.soft_binding``) and the optional relightable appearance
+(HRAvatar, ``engine.model.pbr``); :func:`build_avatar` makes the initial one,
 :func:`frame_inputs` gives a frame's FLAME parameters and camera.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -32,6 +34,9 @@ from engine.model.soft_binding import (
 from engine.model.tracking import TrackingRefinement
 from engine.raster import rasterize
 
+if TYPE_CHECKING:  # pragma: no cover
+    from engine.model.pbr import PBRAppearance, Shading
+
 log = logging.getLogger(__name__)
 
 
@@ -46,6 +51,16 @@ class Avatar:
     blendshapes: LearnedBlendshapes
     tracking: TrackingRefinement
     soft_binding: SoftBinding | None = None  # None = hard binding (FATE)
+    appearance: "PBRAppearance | None" = None
+    """The relightable appearance (``--appearance pbr``, :mod:`engine.model.pbr`); None = static colour."""
+
+    def shade(self, world: "WorldGaussians", camera: Camera) -> "tuple[Tensor, Shading | None]":
+        """The per-Gaussian encoded colours to rasterise for ``camera``: the static colour, or the
+        PBR shading under the learnt environment (then also its :class:`engine.model.pbr.Shading`)."""
+        if self.appearance is None:
+            return world.colors, None
+        shading = self.appearance.shade_gaussians(self.gaussians, world, camera)
+        return shading.colors, shading
 
     def posed_vertices(self, shape: Tensor, expr: Tensor, pose: Tensor,
                        translation: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -76,13 +91,14 @@ class Avatar:
         verts, _ = self.posed_vertices(shape[None], expr[None], pose[None],
                                        None if translation is None else translation[None])
         g = self.place(verts[0], self.binding_offsets(shape, expr, pose))
-        return rasterize(g.means, g.covars, g.opacities, g.colors, camera, background, backend=backend)
+        colors, _ = self.shade(g, camera)
+        return rasterize(g.means, g.covars, g.opacities, colors, camera, background, backend=backend)
 
 
 def build_avatar(head: HeadModel, seq: Sequence, device: torch.device, *, uv_resolution: int, shell: float,
                  learn_blendshapes: bool, refine_tracking: bool, binding: str = "hard",
                  soft_resolution: int = 64, soft_width: int = 16,
-                 background: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Avatar:
+                 background: tuple[float, float, float] = (1.0, 1.0, 1.0), appearance: str = "static") -> Avatar:
     """Initial avatar: UV-sampled Gaussians on the subject's canonical mesh (FATE §3.1, §4.1).
 
     Args:
@@ -98,6 +114,8 @@ def build_avatar(head: HeadModel, seq: Sequence, device: torch.device, *, uv_res
         soft_resolution: UV resolution of the soft-binding network's maps.
         soft_width: the soft-binding network's width.
         background: colour behind the subject in the soft binding's unwrapped reference image.
+        appearance: "static" (a colour per Gaussian, FATE) or "pbr" (albedo, roughness, F0 under a
+            learnt environment, HRAvatar: :mod:`engine.model.pbr`).
     """
     flame = FlameLayer(head).to(device)
     faces = torch.as_tensor(head.faces_all, dtype=torch.long, device=device)
@@ -118,7 +136,8 @@ def build_avatar(head: HeadModel, seq: Sequence, device: torch.device, *, uv_res
     if binding == "soft":
         soft = build_soft_binding(head, flame, seq, seq.indices("train"), device, soft_resolution, soft_width,
                                   background)
-    return Avatar(head, flame, faces, gaussians, blendshapes, tracking, soft)
+    return Avatar(head, flame, faces, gaussians, blendshapes, tracking, soft,
+                  _initial_appearance(gaussians, appearance, device))
 
 
 @torch.no_grad()
@@ -149,7 +168,18 @@ def static_bake(av: Avatar, seq: Sequence, frames: list[int]) -> Avatar:
     rest, _ = av.posed_vertices(seq.shape[None].to(dev), torch.zeros(1, n_expr, device=dev),
                                 torch.zeros(1, seq.pose.shape[1], device=dev), None)
     folded = fold_static_offsets(av.gaussians, delta, rest[0], av.faces)
-    return Avatar(av.head, av.flame, av.faces, folded, av.blendshapes, av.tracking, None)
+    return Avatar(av.head, av.flame, av.faces, folded, av.blendshapes, av.tracking, None, av.appearance)
+
+
+def _initial_appearance(gaussians: UVGaussians, appearance: str, device: torch.device) -> "PBRAppearance | None":
+    """None for "static"; for "pbr" a fresh :class:`engine.model.pbr.PBRAppearance` (and the
+    Gaussians get its per-Gaussian parameters)."""
+    if appearance == "static":
+        return None
+    from engine.model.pbr import PBRAppearance
+
+    PBRAppearance.add_parameters(gaussians)
+    return PBRAppearance().to(device)
 
 
 def match_coefficients(seq: Sequence, head: HeadModel) -> Sequence:

@@ -85,6 +85,8 @@ class UVGaussians(nn.Module):
         self.scale_log = nn.Parameter(scale_log.float())
         self.rotation = nn.Parameter(rotation.float())
         self.offset_raw = nn.Parameter(offset_raw.float())
+        self.extra_parameters: tuple[str, ...] = ()
+        """Per-Gaussian parameters an appearance model added (:meth:`add_parameter`)."""
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -145,6 +147,26 @@ class UVGaussians(nn.Module):
             "offset": self.offsets(),
         }
 
+    # ------------------------------------------------------------------ appearance hook
+    def add_parameter(self, name: str, value: Tensor) -> None:
+        """Adds a per-Gaussian parameter [N, ...] that densification, pruning, checkpoints and
+        :meth:`raw_state` carry along like the built-in ones (e.g. the relightable avatar's
+        roughness and F0, :mod:`engine.model.pbr`).
+
+        Raises:
+            ValueError: a name already taken, or a first dimension other than N.
+        """
+        if name in self.parameter_names() or hasattr(self, name):
+            raise ValueError(f"UVGaussians already has a parameter or attribute {name!r}")
+        if value.shape[0] != len(self):
+            raise ValueError(f"parameter {name!r} must have {len(self)} rows, found {tuple(value.shape)}")
+        setattr(self, name, nn.Parameter(value.float().to(self.bary.device)))
+        self.extra_parameters = self.extra_parameters + (name,)
+
+    def parameter_names(self) -> tuple[str, ...]:
+        """Every per-Gaussian parameter: :attr:`PARAMETERS` + :attr:`extra_parameters`."""
+        return self.PARAMETERS + self.extra_parameters
+
     # ------------------------------------------------------------------ placement
     def place(self, verts: Tensor, faces: Tensor) -> WorldGaussians:
         """Places the Gaussians on a posed mesh (Eq. 2–4).
@@ -170,13 +192,17 @@ class UVGaussians(nn.Module):
             "scale_log": self.scale_log.detach().cpu(),
             "rotation": self.rotation.detach().cpu(),
             "offset_raw": self.offset_raw.detach().cpu(),
+            **{name: getattr(self, name).detach().cpu() for name in self.extra_parameters},
         }
 
     @classmethod
     def from_raw_state(cls, state: dict[str, Tensor], shell: float) -> "UVGaussians":
-        """Inverse of :meth:`raw_state`."""
-        return cls(state["face_idx"], state["bary"], state["sh0"], state["opacity_logit"],
-                   state["scale_log"], state["rotation"], state["offset_raw"], shell=shell)
+        """Inverse of :meth:`raw_state` (keys beyond the built-in ones become extra parameters)."""
+        g = cls(state["face_idx"], state["bary"], state["sh0"], state["opacity_logit"],
+                state["scale_log"], state["rotation"], state["offset_raw"], shell=shell)
+        for name in sorted(set(state) - set(cls.PARAMETERS) - {"face_idx", "bary"}):
+            g.add_parameter(name, state[name])
+        return g
 
     PARAMETERS = ("sh0", "opacity_logit", "scale_log", "rotation", "offset_raw")
 

@@ -429,5 +429,8 @@ def fold_static_offsets(gaussians: UVGaussians, delta: Tensor, verts: Tensor, fa
         ratio = ((g.offsets() + normal) / g.shell).clamp(-OFFSET_FOLD_LIMIT, OFFSET_FOLD_LIMIT)
         offset_raw[moved] = torch.atanh(ratio[moved])
     rot = rotate_quaternion(delta[:, 3:6], g.rotation.detach())
-    return UVGaussians(g.face_idx.clone(), bary, g.sh0.detach().clone(), g.opacity_logit.detach().clone(),
-                       g.scale_log.detach() + delta[:, 6:9], rot, offset_raw, shell=g.shell)
+    folded = UVGaussians(g.face_idx.clone(), bary, g.sh0.detach().clone(), g.opacity_logit.detach().clone(),
+                         g.scale_log.detach() + delta[:, 6:9], rot, offset_raw, shell=g.shell)
+    for name in g.extra_parameters:  # e.g. a relightable avatar's roughness and F0, unchanged
+        folded.add_parameter(name, getattr(g, name).detach().clone())
+    return folded

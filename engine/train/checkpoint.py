@@ -57,11 +57,13 @@ def has_checkpoint(folder: AvatarFolder) -> bool:
 
 
 def _named_parameters(avatar: Avatar) -> dict[str, torch.nn.Parameter]:
-    named = {f"gaussians.{n}": getattr(avatar.gaussians, n) for n in avatar.gaussians.PARAMETERS}
+    named = {f"gaussians.{n}": getattr(avatar.gaussians, n) for n in avatar.gaussians.parameter_names()}
     named.update({f"blendshapes.{n}": p for n, p in avatar.blendshapes.named_parameters()})
     named.update({f"tracking.{n}": p for n, p in avatar.tracking.named_parameters()})
     if avatar.soft_binding is not None:
         named.update({f"soft_binding.{n}": p for n, p in avatar.soft_binding.net.named_parameters()})
+    if avatar.appearance is not None:
+        named.update({f"appearance.{n}": p for n, p in avatar.appearance.named_parameters()})
     return named
 
 

@@ -12,8 +12,9 @@ def make_optimizer(av: Avatar, cfg: TrainConfig) -> torch.optim.Adam:
     """Adam with FATE's per-attribute learning rates (supp. §7.2; Δ at FATE's code's 1e-4).
 
     Groups: sh0, opacity_logit, scale_log, rotation, offset_raw; blendshapes (ΔE, ΔP) and
-    delta_vertices (Δ) when learnt; soft_binding (the STAvatar network) with soft binding; tracking
-    when refined.
+    delta_vertices (Δ) when learnt; soft_binding (the STAvatar network) with soft binding; roughness,
+    F0 and the environment for a relightable avatar (:func:`pbr_parameter_groups`); tracking when
+    refined.
     """
     g = av.gaussians
     groups = [
@@ -31,6 +32,17 @@ def make_optimizer(av: Avatar, cfg: TrainConfig) -> torch.optim.Adam:
     if av.soft_binding is not None:
         groups.append({"params": list(av.soft_binding.net.parameters()), "lr": cfg.lr_soft_binding,
                        "name": "soft_binding"})
+    if av.appearance is not None:
+        groups += pbr_parameter_groups(av, cfg)
     if cfg.refine_tracking:
         groups.append({"params": list(av.tracking.parameters()), "lr": cfg.lr_tracking, "name": "tracking"})
     return torch.optim.Adam(groups, eps=1e-15, foreach=True)
+
+
+def pbr_parameter_groups(av: Avatar, cfg: TrainConfig) -> list[dict]:
+    """The relightable appearance's groups (HRAvatar's code's learning rates, constant): roughness,
+    F0 and the environment map. The albedo is the colour parameter ``sh0`` (``lr_color``)."""
+    g = av.gaussians
+    return [{"params": [g.roughness_raw], "lr": cfg.lr_roughness, "name": "roughness_raw"},
+            {"params": [g.f0_raw], "lr": cfg.lr_f0, "name": "f0_raw"},
+            {"params": list(av.appearance.parameters()), "lr": cfg.lr_environment, "name": "environment"}]

@@ -58,7 +58,7 @@ def reindex(model: UVGaussians, optimizer: torch.optim.Optimizer, src: Tensor, f
     """
     model.face_idx = face_idx.clone()
     model.bary = bary.clone()
-    for name in UVGaussians.PARAMETERS:
+    for name in model.parameter_names():
         old = getattr(model, name)
         new = torch.nn.Parameter(old.data[src].clone())
         _move_optimizer_state(optimizer, old, new, src, fresh)
