@@ -254,6 +254,8 @@ def test_pbr_avatar_trains_saves_loads_bakes_and_renders(tiny_dataset, tmp_path)
     app, g = la.avatar.appearance, la.avatar.gaussians
     assert app is not None and la.meta["appearance"] == "pbr"
     assert (out / "blender" / "environment.exr").is_file()
+    # published with the avatar and checked on load like its other files (avatar.json "files")
+    assert {"appearance.safetensors", "blender/environment.exr"} <= set(la.meta["files"])
     rough, f0 = app.roughness(g), app.f0(g)
     assert ROUGHNESS_RANGE[0] <= float(rough.min()) and float(rough.max()) <= ROUGHNESS_RANGE[1]
     assert F0_RANGE[0] <= float(f0.min()) and float(f0.max()) <= F0_RANGE[1]
@@ -262,6 +264,7 @@ def test_pbr_avatar_trains_saves_loads_bakes_and_renders(tiny_dataset, tmp_path)
                     checkpoint_every=0))
     manifest = json.loads((out / "maps" / "maps.json").read_text())
     assert manifest["appearance"] == "pbr" and (out / "maps" / manifest["environment"]["file"]).is_file()
-    assert set(manifest["maps"]) == {"albedo", "opacity", "scale", "rotation", "offset", "roughness", "f0"}
+    assert set(manifest["maps"]) == {"albedo", "opacity", "scale", "rotation", "offset", "roughness", "f0",
+                                     "visibility"}  # + the visibility map every bake writes (issue 16)
     m = run_eval(EvalConfig(avatar=str(out), split="all", device="cpu", from_maps=True))
     assert m["psnr"] > 10.0  # a head, not noise (14 steps on a 40² sequence)
