@@ -53,9 +53,9 @@ DEFAULT_COLORSPACE = {"color": "sRGB", "albedo": "sRGB"}
 
 PREVIEW_RANGES = {"color": (0.0, 1.0), "opacity": (0.0, 1.0), "scale": (0.0, 1.5),
                   "rotation": (-np.pi, np.pi), "offset": (-0.01, 0.01),
-                  "albedo": (0.0, 1.0), "roughness": (0.0, 1.0), "f0": (0.0, 0.2)}
-"""Value range each map's 8-bit ``.png`` preview spans (the engine's ``engine.maps.MAP_SPECS`` and
-``PBR_MAP_SPECS`` ``preview_range``; a test keeps the two equal)."""
+                  "albedo": (0.0, 1.0), "roughness": (0.0, 1.0), "f0": (0.0, 0.2), "visibility": (0.0, 1.0)}
+"""Value range each map's 8-bit ``.png`` preview spans (the engine's ``engine.maps.ALL_MAP_SPECS``
+``preview_range``: attribute, relightable and auxiliary maps; a test keeps the two equal)."""
 APPEARANCES = ("static", "pbr")
 """``avatar.json`` ``appearance``: a colour per Gaussian, or relightable (albedo, roughness, F0)."""
 
