@@ -15,7 +15,18 @@ bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not
 
 from addon.splats import runtime as sr  # noqa: E402
 from addon.splats import scene_lights, shading  # noqa: E402
-from conftest import MAP_RES, set_image_pixels  # noqa: E402
+from blender_support import set_image_pixels  # noqa: E402
+
+MAP_RES = 16
+"""Map size of the ``splat_scene`` fixture's avatar (tests/blender/conftest.py; checked below)."""
+
+
+def _new_image(name: str, data: np.ndarray, colorspace: str) -> "bpy.types.Image":
+    """A float image [H, W, C] (bottom row first) in ``colorspace``."""
+    img = bpy.data.images.new(name, data.shape[1], data.shape[0], alpha=True, float_buffer=True)
+    img.colorspace_settings.name = colorspace
+    set_image_pixels(img, data)
+    return img
 
 
 # ---------------------------------------------------------------------- numpy twins of the engine
@@ -109,14 +120,13 @@ def test_lamp_units_are_cycles(kind, light):
 def _make_relightable(s, albedo: np.ndarray | None = None):
     """Turns the conftest splat scene into a relightable avatar: albedo (the colour map's values),
     roughness 0.9, F0 0.04 images, flat splats (the normal is the face normal)."""
-    from conftest import _image
-
     R = MAP_RES
     head = s.head
     names = dict(head["fate_maps"])
+    assert tuple(bpy.data.images[names["color"]].size) == (R, R)
     names["albedo"] = names.pop("color")
-    names["roughness"] = _image(f"{head.name}_roughness", np.full((R, R, 1), 0.9, np.float32), True, "Non-Color").name
-    names["f0"] = _image(f"{head.name}_f0", np.full((R, R, 1), 0.04, np.float32), True, "Non-Color").name
+    names["roughness"] = _new_image(f"{head.name}_roughness", np.full((R, R, 1), 0.9, np.float32), "Non-Color").name
+    names["f0"] = _new_image(f"{head.name}_f0", np.full((R, R, 1), 0.04, np.float32), "Non-Color").name
     scale = bpy.data.images[names["scale"]]
     set_image_pixels(scale, np.concatenate([np.full((R, R, 2), 0.4), np.full((R, R, 1), 0.05)], -1).astype(np.float32))
     rot = bpy.data.images[names["rotation"]]
@@ -291,14 +301,12 @@ def test_import_relightable_avatar(tmp_path):
 
 # ---------------------------------------------------------------------- benchmark
 @pytest.mark.skipif(not __import__("os").environ.get("FATE_BENCH"), reason="benchmark: set FATE_BENCH=1 to run")
-def test_benchmark_shading_cost(tmp_path):
+def test_benchmark_shading_cost(build_scene, tmp_path):
     """F12 at 1920×1080 with 50k Gaussians, unlit (static) vs lit (relightable, a sun, a point
     light and an HDRI world): total, the numpy shading, and the viewport frame after the view
     moved (re-shade + upload + sort + draw). Fastest of 3 (a shared machine)."""
     import os
     import time
-
-    from conftest import build_splat_scene
 
     from addon.splats import render_engine
 
@@ -308,7 +316,7 @@ def test_benchmark_shading_cost(tmp_path):
              "|---:|---|---:|---:|---:|---:|---:|"]
     try:
         for pbr in (False, True):
-            s = build_splat_scene(n_grid=50, per_face=10, resolution=(W, H), map_res=512)
+            s = build_scene(n_grid=50, per_face=10, resolution=(W, H), map_res=512)
             table = {s.head.name: (s.face_idx, s.bary, s.uv)}
             sr.get_bindings_for = lambda obj: table[obj.name]
             sr.clear_caches()
