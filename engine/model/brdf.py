@@ -117,7 +117,7 @@ def integrate_brdf(n_dot_v: Tensor, roughness: Tensor, samples: int = LUT_SAMPLE
     phi = 2.0 * math.pi * xi[..., 0]
     cos_h = torch.sqrt((1.0 - xi[..., 1]) / (1.0 + (alpha * alpha - 1.0) * xi[..., 1]))
     sin_h = torch.sqrt((1.0 - cos_h * cos_h).clamp_min(0.0))
-    hx, hy, hz = sin_h * torch.cos(phi), sin_h * torch.sin(phi), cos_h
+    hx, hz = sin_h * torch.cos(phi), cos_h  # H's y component drops out: V·H and L_z need none
     vx, vz = torch.sqrt(1.0 - nv * nv), nv  # V in the x-z plane
     v_dot_h = vx * hx + vz * hz
     lz = 2.0 * v_dot_h * hz - vz  # L = 2 (V·H) H − V
