@@ -27,6 +27,8 @@ file                           content                                      writ
 ``visibility.safetensors``     how much the training views saw each         ``engine.model.visibility``
                                Gaussian / face / vertex, [0, 1]
 ``maps_seen.safetensors``      the baked maps before full-head completion   ``engine.bake.pseudo_views``
+``shading.safetensors``        pbr avatars: the learnt environment          :meth:`AvatarFolder.save`
+``blender/environment.exr``    pbr avatars: it as a lat-long radiance map   :meth:`AvatarFolder.save`
 ``checkpoints/last.*``         resumable training state                     ``engine.train.checkpoint``
 ``maps/``                      baked UV maps + ``maps.json``                ``engine.maps.write_maps``
 ``bakenet.safetensors``        BakeNet weights and input                    ``engine.bake``
@@ -88,6 +90,8 @@ class AvatarFolder:
     BLENDER_HEAD = "blender/head.npz"
     BLENDER_BINDINGS = "blender/bindings.npz"
     BLENDER_GAUSSIANS = "blender/gaussians.npz"
+    SHADING = "shading.safetensors"
+    BLENDER_ENVIRONMENT = "blender/environment.exr"
     MAPS = "maps"
     VISIBILITY = "visibility.safetensors"
     MAPS_SEEN = "maps_seen.safetensors"
@@ -161,7 +165,11 @@ class AvatarFolder:
             avatar = static_bake(avatar, seq, seq.indices("train"))
         g = avatar.gaussians
         state = g.raw_state()
-        check_finite_arrays({**state, **dict(avatar.blendshapes.state_dict())},
+        check_finite_arrays({**state, **dict(avatar.blendshapes.state_dict()),
+                             **({} if avatar.appearance is None else
+                                {f"appearance.{k}": v for k, v in avatar.appearance.state_dict().items()}),
+                             **({} if avatar.shading is None else
+                                {f"shading.{k}": v for k, v in avatar.shading.state_dict().items()})},
                             f"the trained avatar for {self.root}", DivergedError)
         with publish(self.root) as pub:
             write_safetensors(pub.path(self.GAUSSIANS), state, {"shell": g.shell})
@@ -175,10 +183,13 @@ class AvatarFolder:
                                  pub.path(self.BLENDER_GAUSSIANS))
             if live.soft_binding is not None:
                 self._write_soft_binding(live, pub.path(self.SOFT_BINDING))
+            if avatar.shading is not None:
+                self._write_shading(avatar, pub.path(self.SHADING), pub.path(self.BLENDER_ENVIRONMENT))
             files = pub.hashes()
             write_json(pub.path(self.AVATAR_JSON), {
                 "format": FORMAT, "format_version": FORMAT_VERSION,
                 "head_model": {"name": avatar.head.name, "sha256": avatar.head.sha256()},
+                "appearance": self._appearance_name(avatar),
                 "num_gaussians": len(g), "shell": g.shell,
                 "config": to_dict(config), "dataset": str(getattr(config, "dataset", "")),
                 "metrics": metrics or {},
@@ -188,6 +199,17 @@ class AvatarFolder:
             self.path(self.SOFT_BINDING).unlink(missing_ok=True)  # a stale one from an earlier soft training
         if avatar.appearance is None:
             self.path(self.APPEARANCE).unlink(missing_ok=True)  # a stale one from an earlier HeadGaS training
+        if avatar.shading is None:  # stale ones from an earlier pbr training
+            self.path(self.SHADING).unlink(missing_ok=True)
+            self.path(self.BLENDER_ENVIRONMENT).unlink(missing_ok=True)
+
+    @staticmethod
+    def _appearance_name(avatar: "Avatar") -> str:
+        """avatar.json's ``appearance``: "static", "headgas" (:attr:`Avatar.appearance`, in
+        ``appearance.safetensors``) or "pbr" (:attr:`Avatar.shading`, in ``shading.safetensors``)."""
+        if avatar.appearance is not None and avatar.shading is not None:
+            raise ValueError("an avatar has either an expression-dependent appearance or a relightable shading")
+        return "headgas" if avatar.appearance is not None else "pbr" if avatar.shading is not None else "static"
 
     def _write_soft_binding(self, avatar: "Avatar", path: Path) -> None:
         """``soft_binding.safetensors`` (soft binding only): the network and its fixed inputs
@@ -248,8 +270,22 @@ class AvatarFolder:
         uv = (bary[:, :, None] * uvs[head.faces_uv_all[face_idx]]).sum(axis=1)
         write_npz(bindings_path, face_idx=face_idx.astype(np.int32), bary=bary,
                   uv=uv.astype(np.float32))
-        write_npz(gaussians_path,
-                  **{k: v.detach().cpu().numpy().astype(np.float32) for k, v in g.activated().items()})
+        attrs = g.activated()
+        if avatar.shading is not None:  # colour = albedo; + roughness, f0
+            attrs.update({k: v for k, v in avatar.shading.activated(g).items() if k != "albedo"})
+        write_npz(gaussians_path, **{k: v.detach().cpu().numpy().astype(np.float32) for k, v in attrs.items()})
+
+    @torch.no_grad()
+    def _write_shading(self, avatar: "Avatar", shading_path: Path, environment_path: Path) -> None:
+        """pbr avatars: ``shading.safetensors`` (the environment's raw map, ``environment.raw``
+        [H, 2H, 3]) and ``blender/environment.exr`` (its radiance, linear RGB float32, lat-long in
+        the room frame of :mod:`engine.model.environment`, row 0 = zenith)."""
+        from engine.io.images import write_exr
+
+        env = avatar.shading.environment
+        write_safetensors(shading_path, {"environment.raw": env.raw.detach().cpu()},
+                          {"appearance": "pbr", "frame": "room (camera right, forward, up)"})
+        write_exr(environment_path, env.radiance().detach().cpu().numpy().astype(np.float32))
 
     # ------------------------------------------------------------------ load
     def read_meta(self) -> dict:
@@ -337,7 +373,8 @@ class AvatarFolder:
         if g.face_idx.numel() and (int(g.face_idx.min()) < 0 or int(g.face_idx.max()) >= faces.shape[0]):
             raise AvatarError(f"{self.path(self.GAUSSIANS)}: face_idx outside the head model's {faces.shape[0]} faces")
         av = Avatar(head, flame, faces, g.to(device), bs, tr.to(device),
-                    appearance=self._load_appearance(device, meta, force))
+                    appearance=self._load_appearance(device, meta, force),
+                    shading=self._load_shading(meta, device, force))
         if soft_binding:
             av.gaussians, av.soft_binding = self._load_soft_binding(head, device, g.shell)
         return LoadedAvatar(av, meta, tracking, self)
@@ -385,6 +422,33 @@ class AvatarFolder:
         recorded = meta["head_model"].get("sha256") if isinstance(meta.get("head_model"), dict) else None
         check_provenance(recorded, head.sha256(), f"{self.path(self.HEAD_MODEL)} is not the head model this "
                          "avatar was trained with", "restore it, retrain", AvatarError, force)
+
+    def _load_shading(self, meta: dict, device: torch.device | str, force: bool = False):
+        """The relightable shading of a pbr avatar (None for any other).
+
+        Raises:
+            AvatarError: avatar.json says pbr and shading.safetensors is missing, corrupt, does
+                not match avatar.json's sha256 or holds NaN/Inf values.
+        """
+        if meta.get("appearance", "static") != "pbr":
+            return None
+        from engine.model.environment import Environment
+        from engine.model.pbr import PBRAppearance
+
+        path = self.path(self.SHADING)
+        if not path.exists():
+            raise AvatarError(f"{path} is missing (avatar.json says the avatar is relightable, 'pbr')")
+        state = load_safetensors(path, AvatarError, "cpu", self.expected_sha256(meta, self.SHADING, force),
+                                 "shading")
+        check_finite_arrays(state, str(path), AvatarError)
+        try:
+            raw = state["environment.raw"]
+            env = Environment(raw.shape[0])
+            with torch.no_grad():
+                env.raw.copy_(raw)
+        except (KeyError, RuntimeError, IndexError) as exc:
+            raise AvatarError(f"{path}: not a learnt environment ({type(exc).__name__}: {exc}); retrain it") from exc
+        return PBRAppearance(env).to(device)
 
 
 @dataclass

@@ -13,6 +13,9 @@ rotation   3    axis-angle in the face frame, radians          Non-Color
 offset     1    meters along the unit face normal               Non-Color
 ========== ==== ============================================= ===========
 
+A relightable avatar (``appearance = "pbr"``) has ``albedo`` in place of ``color`` plus
+``roughness`` and ``f0`` (:data:`PBR_MAP_SPECS`).
+
 A Gaussian takes the bilinearly interpolated (clamp-to-edge) value at its UV coordinate.
 Files: one float32 OpenEXR per map, an 8-bit PNG preview, and ``maps.json``, published together
 (:mod:`engine.io.publish`, ``maps.json`` last). Re-baking first copies the previous maps into
@@ -83,12 +86,36 @@ MAP_SPECS: dict[str, MapSpec] = {
     "offset": MapSpec("offset", 1, "Non-Color", "meters along the face normal", (-0.01, 0.01)),
 }
 
+PBR_MAP_SPECS: dict[str, MapSpec] = {
+    "albedo": MapSpec("albedo", 3, "sRGB", "encoded albedo, [0, 1]", (0.0, 1.0)),
+    "roughness": MapSpec("roughness", 1, "Non-Color", "roughness o, [0.5, 1] as trained", (0.0, 1.0)),
+    "f0": MapSpec("f0", 1, "Non-Color", "Fresnel base reflectance F0, [0.04, 0.15] as trained", (0.0, 0.2)),
+}
+"""The maps of a relightable (``appearance = "pbr"``) avatar: ``albedo`` takes the place of
+``color`` (same units and colour space), ``roughness`` and ``f0`` are added (engine.model.pbr);
+``maps.json`` then says ``"appearance": "pbr"`` and lists the learnt environment."""
+
 AUX_MAP_SPECS: dict[str, MapSpec] = {
     "visibility": MapSpec("visibility", 1, "Non-Color", "how well the training views saw it, [0, 1]", (0.0, 1.0)),
 }
 """Maps written next to the attribute maps that do not drive the Gaussians."""
 
-ALL_MAP_SPECS: dict[str, MapSpec] = {**MAP_SPECS, **AUX_MAP_SPECS}
+SPLAT_MAP_SPECS: dict[str, MapSpec] = {**MAP_SPECS, **PBR_MAP_SPECS}
+"""Every map that drives the Gaussians, of either appearance model."""
+
+ALL_MAP_SPECS: dict[str, MapSpec] = {**SPLAT_MAP_SPECS, **AUX_MAP_SPECS}
+
+
+def map_spec(name: str) -> MapSpec:
+    """The spec of any known map (attribute, relightable or auxiliary).
+
+    Raises:
+        MapsError: an unknown map name.
+    """
+    spec = ALL_MAP_SPECS.get(name)
+    if spec is None:
+        raise MapsError(f"unknown map {name!r}; known: {sorted(ALL_MAP_SPECS)}")
+    return spec
 
 
 def sample_maps(maps: dict[str, Tensor], uv: Tensor) -> dict[str, Tensor]:
@@ -103,7 +130,8 @@ def sample_maps(maps: dict[str, Tensor], uv: Tensor) -> dict[str, Tensor]:
     out = {}
     for name, m in maps.items():
         vals = sample_map(m, uv)
-        out[name] = vals[:, 0] if MAP_SPECS.get(name, MapSpec(name, 0, "", "", (0, 1))).channels == 1 else vals
+        spec = ALL_MAP_SPECS.get(name)
+        out[name] = vals[:, 0] if spec is not None and spec.channels == 1 else vals
     return out
 
 
@@ -228,6 +256,8 @@ def gaussians_from_maps(maps: dict[str, Tensor], verts: Tensor, faces: Tensor, f
     from engine.geometry.rotations import axis_angle_to_matrix
     from engine.model.gaussians import place_gaussians
 
+    if "color" not in maps and "albedo" in maps:  # a relightable avatar: placed with its albedo
+        maps = {**maps, "color": maps["albedo"]}
     missing = sorted(set(MAP_SPECS) - set(maps))
     if missing:
         raise MapsError(f"re-splatting needs all maps; missing: {missing}")
@@ -249,8 +279,14 @@ def set_gaussians_from_maps(gaussians, maps: dict[str, Tensor], uv: Tensor) -> N
     from engine.geometry.rotations import axis_angle_to_quaternion
     from engine.model.gaussians import SH_C0, inverse_sigmoid
 
-    vals = sample_maps({k: v.to(uv.device) for k, v in maps.items() if k in MAP_SPECS}, uv)
+    vals = sample_maps({k: v.to(uv.device) for k, v in maps.items() if k in SPLAT_MAP_SPECS}, uv)
     g = gaussians
+    if "albedo" in vals:  # a relightable avatar's colour parameter is its albedo
+        vals["color"] = vals.pop("albedo")
+    if "roughness_raw" in g.parameter_names():
+        from engine.model.pbr import PBRAppearance
+
+        PBRAppearance.set_values(g, vals)
     if "color" in vals:
         g.sh0.data = (vals["color"].clamp(0, 1) - 0.5) / SH_C0
     if "opacity" in vals:
@@ -283,7 +319,13 @@ def texel_gaussians(maps: dict[str, Tensor], rest_verts: Tensor, head, resolutio
     faces = torch.as_tensor(head.faces_all, dtype=torch.long, device=rest_verts.device)
     tb = texel_bindings(rest_verts.detach().cpu(), faces.cpu(), head.uvs, head.faces_uv_all, resolution, stride)
     g = UVGaussians.from_bindings(tb.face_idx, tb.bary, rest_verts.detach().cpu(), faces.cpu(), shell=shell)
-    set_gaussians_from_maps(g, {m: maps[m] for m in ("color", "opacity", "offset")}, tb.uv)
+    names = ("color", "opacity", "offset")
+    if "albedo" in maps:  # relightable: albedo, roughness and F0 per texel too
+        from engine.model.pbr import PBRAppearance
+
+        PBRAppearance.add_parameters(g)
+        names = ("albedo", "opacity", "offset", "roughness", "f0")
+    set_gaussians_from_maps(g, {m: maps[m] for m in names}, tb.uv)
     with torch.no_grad():
         g.scale_log.data = torch.log(tb.scale.clamp_min(1e-12))
         g.rotation.data = matrix_to_quaternion(tb.local_rot)
@@ -360,19 +402,24 @@ def check_map_ranges(maps: dict[str, Tensor], shell: float, maps_dir: Path) -> N
         worst = float(maps["offset"].abs().max())
         if worst > shell * (1 + 1e-3):
             raise bad("offset", f"within ±{shell} m (the avatar's shell)", worst)
-    if "color" in maps:
-        lo, hi = float(maps["color"].min()), float(maps["color"].max())
-        if lo < 0 or hi > 1:
-            log.warning("%s: colour values in [%.3g, %.3g] are clamped to [0, 1]", Path(maps_dir) / "color.exr",
-                        lo, hi)
+    for name in ("color", "albedo"):  # albedo: a relightable avatar's colour
+        if name in maps:
+            lo, hi = float(maps[name].min()), float(maps[name].max())
+            if lo < 0 or hi > 1:
+                log.warning("%s: colour values in [%.3g, %.3g] are clamped to [0, 1]",
+                            Path(maps_dir) / f"{name}.exr", lo, hi)
 
 
-def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = None, keep_backups: int = 5) -> Path:
+def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = None, keep_backups: int = 5,
+               exr_files: dict[str, np.ndarray] | None = None) -> Path:
     """Publishes maps as float32 EXR + PNG previews + maps.json, as one change (module doc).
 
     If ``maps_dir`` already holds maps, they are first copied into
     ``maps/backups/<YYYYmmdd-HHMMSS>/`` and the oldest backup sets beyond ``keep_backups`` are
     deleted (0: no backup).
+
+    ``exr_files`` (file name → float32 array [H, W, C]) are published in the same change, e.g. a
+    relightable avatar's ``environment.exr`` (``extra`` then names it in maps.json).
 
     Returns:
         maps.json's path.
@@ -387,7 +434,7 @@ def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = Non
     maps_dir = Path(maps_dir)
     arrays = {}
     for name, m in maps.items():
-        spec = ALL_MAP_SPECS[name]
+        spec = map_spec(name)
         arr = m.detach().cpu().float().numpy()
         if arr.ndim == 2:
             arr = arr[..., None]
@@ -397,6 +444,15 @@ def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = Non
             raise MapsError(f"map {name} for {maps_dir}: {int((~np.isfinite(arr)).sum())} NaN/Inf value(s); "
                             "nothing was written")
         arrays[name] = arr.astype(np.float32)
+    others = {}
+    for fname, arr in (exr_files or {}).items():
+        if Path(fname).name != fname or not fname.endswith(".exr") or fname[:-4] in arrays:
+            raise MapsError(f"{maps_dir}: {fname!r} cannot be published with the maps (a plain .exr name "
+                            "that is not a map's)")
+        if not np.isfinite(arr).all():
+            raise MapsError(f"{maps_dir / fname}: {int((~np.isfinite(arr)).sum())} NaN/Inf value(s); "
+                            "nothing was written")
+        others[fname] = np.asarray(arr, dtype=np.float32)
     entries = {}
     res = None
     if keep_backups > 0 and (maps_dir / "maps.json").exists():
@@ -412,6 +468,8 @@ def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = Non
             entries[name] = {"file": f"{name}.exr", "preview": f"{name}.png", "channels": spec.channels,
                              "colorspace": spec.colorspace, "units": spec.units,
                              "min": float(arr.min()), "max": float(arr.max())}
+        for fname, arr in others.items():
+            write_exr(pub.path(f"{maps_dir.name}/{fname}"), arr)
         manifest = {"format": MAPS_FORMAT, "format_version": MAPS_FORMAT_VERSION, "resolution": res,
                     "uv_origin": "bottom-left; files store the top row (v=1) first", "maps": entries}
         manifest.update(extra or {})

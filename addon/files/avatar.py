@@ -29,12 +29,14 @@ log = logging.getLogger(__name__)
 
 __all__ = ["HeadData", "Bindings", "TrainedGaussians", "Tracking", "MapEntry", "AvatarData",
            "read_head", "read_bindings", "read_trained_gaussians", "read_tracking",
-           "read_maps_manifest", "read_manifest", "verify_file", "read_avatar", "default_expression_names",
-           "PREVIEW_RANGES", "read_perceptual_term"]
+           "read_maps_manifest", "read_manifest", "verify_file", "read_avatar", "read_appearance",
+           "default_expression_names", "PREVIEW_RANGES", "APPEARANCES", "read_perceptual_term"]
 
 HEAD_FILE = Path("blender") / "head.npz"
 BINDINGS_FILE = Path("blender") / "bindings.npz"
 GAUSSIANS_FILE = Path("blender") / "gaussians.npz"
+ENVIRONMENT_FILE = Path("blender") / "environment.exr"
+BAKED_ENVIRONMENT_FILE = Path("maps") / "environment.exr"
 TRACKING_FILE = Path("tracking.npz")
 AVATAR_JSON = Path("avatar.json")
 MAPS_DIR = Path("maps")
@@ -47,12 +49,16 @@ MAPS_FORMAT_VERSION = 1
 """Newest avatar.json / maps.json format_version this add-on reads."""
 
 #: Colour space of a map when maps.json does not say (DESIGN: colour is sRGB, the rest data).
-DEFAULT_COLORSPACE = {"color": "sRGB"}
+DEFAULT_COLORSPACE = {"color": "sRGB", "albedo": "sRGB"}
 
 PREVIEW_RANGES = {"color": (0.0, 1.0), "opacity": (0.0, 1.0), "scale": (0.0, 1.5),
-                  "rotation": (-np.pi, np.pi), "offset": (-0.01, 0.01)}
-"""Value range each map's 8-bit ``.png`` preview spans (the engine's ``engine.maps.MAP_SPECS``
-``preview_range``; a test keeps the two equal)."""
+                  "rotation": (-np.pi, np.pi), "offset": (-0.01, 0.01),
+                  "albedo": (0.0, 1.0), "roughness": (0.0, 1.0), "f0": (0.0, 0.2), "visibility": (0.0, 1.0)}
+"""Value range each map's 8-bit ``.png`` preview spans (the engine's ``engine.maps.ALL_MAP_SPECS``
+``preview_range``: attribute, relightable and auxiliary maps; a test keeps the two equal)."""
+APPEARANCES = ("static", "headgas", "pbr")
+"""``avatar.json`` ``appearance``: a colour per Gaussian, expression-dependent colour (HeadGaS; in
+Blender its map shape keys, ``maps/dynamic/``), or relightable (albedo, roughness, F0)."""
 
 #: Longest shape-key name Blender keeps (``MAX_NAME`` − 1 bytes).
 _MAX_KEY_NAME = 63
@@ -150,6 +156,10 @@ class TrainedGaussians:
         scale: multiples of the face scale k_f. [N, 3] float32
         rotation: axis-angle in the face frame, rad. [N, 3] float32
         offset: meters along the unit face normal. [N] float32
+        roughness: relightable avatars: roughness o. [N] float32 (None: static)
+        f0: relightable avatars: Fresnel base reflectance. [N] float32 (None: static)
+
+    A relightable avatar's ``color`` is its albedo (encoded like a colour).
     """
 
     color: np.ndarray
@@ -157,6 +167,8 @@ class TrainedGaussians:
     scale: np.ndarray
     rotation: np.ndarray
     offset: np.ndarray
+    roughness: np.ndarray | None = None
+    f0: np.ndarray | None = None
 
 
 @dataclass
@@ -219,6 +231,11 @@ class AvatarData:
     maps: list[MapEntry]
     warnings: list[str]
     gaussians: TrainedGaussians | None = None
+    appearance: str = "static"
+    """``avatar.json`` ``appearance`` (:data:`APPEARANCES`)."""
+    environment: Path | None = None
+    """A relightable avatar's learnt environment (lat-long radiance EXR in the room frame of the
+    still camera): ``maps/environment.exr`` once baked, else ``blender/environment.exr``."""
     perceptual: str = ""
     """The perceptual term the avatar was trained with (``avatar.json`` ``metrics.perceptual``), e.g.
     "vgg x0.1" (FATE's) or "dssim x0.2 (no VGG weights; FATE: vgg x0.1)"; "" when not recorded."""
@@ -374,6 +391,10 @@ def read_trained_gaussians(path: Path, num_gaussians: int) -> TrainedGaussians:
         arr = _require(d, path, key, 2 if cols else 1).astype(np.float32)
         _expect_shape(path, key, arr, (n, cols) if cols else (n,))
         out[key] = arr
+    if "roughness" in d or "f0" in d:  # a relightable avatar's
+        for key in ("roughness", "f0"):
+            out[key] = _require(d, path, key, 1).astype(np.float32)
+            _expect_shape(path, key, out[key], (n,))
     for key in ("color", "opacity"):
         if out[key].size and (out[key].min() < 0.0 or out[key].max() > 1.0):
             raise AvatarError(f"{path}: '{key}' must lie in [0, 1], found "
@@ -550,8 +571,36 @@ def read_avatar(folder: Path, *, with_tracking: bool = True, with_maps: bool = T
             maps = read_maps_manifest(folder)
         except MapsError as exc:
             warnings.append(f"imported without maps: {exc}")
+    appearance = read_appearance(folder)
+    environment = None
+    if appearance == "pbr":
+        for candidate in (BAKED_ENVIRONMENT_FILE, ENVIRONMENT_FILE):
+            if (folder / candidate).is_file() and (candidate == ENVIRONMENT_FILE or maps):
+                verify_file(folder, candidate, manifest)  # blender/environment.exr is in avatar.json
+                environment = folder / candidate
+                break
+        if environment is None:
+            warnings.append(f"no {ENVIRONMENT_FILE.as_posix()}: imported without the learnt environment")
     return AvatarData(folder=folder, head=head, bindings=bindings, tracking=tracking, maps=maps,
-                      warnings=warnings, gaussians=gaussians, perceptual=read_perceptual_term(folder))
+                      warnings=warnings, gaussians=gaussians, appearance=appearance, environment=environment,
+                      perceptual=read_perceptual_term(folder))
+
+
+def read_appearance(folder: Path) -> str:
+    """``avatar.json`` ``appearance`` ("static" when absent: avatars trained before it existed).
+
+    Raises:
+        AvatarError: a value other than :data:`APPEARANCES`.
+    """
+    try:
+        meta = json.loads((Path(folder) / AVATAR_JSON).read_text())
+    except (OSError, ValueError):
+        return "static"
+    value = meta.get("appearance", "static") if isinstance(meta, dict) else "static"
+    if value not in APPEARANCES:
+        raise AvatarError(f"{Path(folder) / AVATAR_JSON}: appearance must be one of {list(APPEARANCES)}, "
+                          f"found {value!r}")
+    return value
 
 
 def read_perceptual_term(folder: Path) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 from ..files.avatar import PREVIEW_RANGES
 from ..files.png import write_png
 from ..rig.bindings import IMAGE_PROP_CHANNELS, IMAGE_PROP_MAP
-from ..splats.pixels import image_pixels
+from ..splats.pixels import ENCODED_MAPS, image_pixels
 
 __all__ = ["preview_path", "preview_array", "refresh_preview"]
 
@@ -35,7 +35,7 @@ def preview_array(img: bpy.types.Image) -> np.ndarray:
         uint8, row 0 = top. [H, W] (one-channel maps) or [H, W, 3]
     """
     name = str(img.get(IMAGE_PROP_MAP, ""))
-    px = image_pixels(img, encoded=(name == "color"))[::-1]  # top row first, as the files
+    px = image_pixels(img, encoded=(name in ENCODED_MAPS))[::-1]  # top row first, as the files
     channels = 1 if int(img.get(IMAGE_PROP_CHANNELS, 3)) == 1 else 3
     lo, hi = PREVIEW_RANGES.get(name, (0.0, 1.0))
     v = np.clip((px[..., :channels].astype(np.float64) - lo) / (hi - lo), 0.0, 1.0)

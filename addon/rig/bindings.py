@@ -27,7 +27,10 @@ and, when the avatar folder has ``blender/gaussians.npz`` (a trained avatar, bak
 trained attributes the splat engine renders while there are no maps: ``fate_color``
 (FLOAT_VECTOR, encoded sRGB), ``fate_opacity`` (FLOAT), ``fate_scale`` (FLOAT_VECTOR, multiples of
 the face scale), ``fate_rotation`` (FLOAT_VECTOR, axis-angle in the face frame, rad),
-``fate_offset`` (FLOAT, m along the face normal).
+``fate_offset`` (FLOAT, m along the face normal); a relightable avatar's (head property
+``fate_appearance = "pbr"``) ``fate_color`` is its albedo and ``fate_roughness``, ``fate_f0``
+(FLOAT) are added. Its head also points at the World of its learnt environment
+(``fate_environment``).
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ from ..errors import MapsError
 __all__ = ["ATTR_FACE", "ATTR_BARY", "ATTR_UV", "ATTR_MOUTH", "PROP_ROLE", "ROLE_HEAD", "ROLE_RIG",
            "ROLE_CAMERA", "ROLE_BINDINGS", "ROLE_LOOK_AT", "PROP_AVATAR", "PROP_BINDINGS", "PROP_AVATAR_DIR",
            "PROP_HEAD_MODEL", "PROP_MAP_PREFIX", "PROP_MAPS", "IMAGE_PROP_MAP", "IMAGE_PROP_CHANNELS",
-           "PROP_EXPRESSIONS", "PROP_PRESETS", "TRAINED_ATTRIBUTES",
+           "PROP_EXPRESSIONS", "PROP_PRESETS", "TRAINED_ATTRIBUTES", "PBR_TRAINED_ATTRIBUTES", "PROP_APPEARANCE",
+           "PROP_ENVIRONMENT", "is_relightable",
            "create_bindings_object", "find_bindings_object", "get_bindings", "get_trained_attributes",
            "has_trained_attributes",
            "is_head_object", "find_head_object", "avatar_map_images", "all_map_images", "get_avatar_dir"]
@@ -79,6 +83,19 @@ TRAINED_ATTRIBUTES = {"color": ("fate_color", "FLOAT_VECTOR", 3), "opacity": ("f
                       "rotation": ("fate_rotation", "FLOAT_VECTOR", 3),
                       "offset": ("fate_offset", "FLOAT", 1)}
 """Map name → (point attribute of the bindings object, type, components) of the trained values."""
+PBR_TRAINED_ATTRIBUTES = {"roughness": ("fate_roughness", "FLOAT", 1), "f0": ("fate_f0", "FLOAT", 1)}
+"""A relightable avatar's further trained values (its ``fate_color`` is the albedo)."""
+PROP_APPEARANCE = "fate_appearance"
+"""Head property: "pbr" for a relightable avatar (albedo, roughness, F0 maps; lit by the scene's
+lights in FATE Splats); absent or "static" otherwise."""
+PROP_ENVIRONMENT = "fate_environment"
+"""Head property: the World holding the avatar's learnt environment (the video's light)."""
+
+
+def is_relightable(obj: bpy.types.Object) -> bool:
+    """Whether the avatar of ``obj`` (its head, rig, bindings or camera) is relightable ("pbr")."""
+    head = find_head_object(obj) or obj
+    return head is not None and _original(head).get(PROP_APPEARANCE) == "pbr"
 
 
 def create_bindings_object(name: str, bindings, head_obj: bpy.types.Object, v_template: np.ndarray,
@@ -107,7 +124,10 @@ def create_bindings_object(name: str, bindings, head_obj: bpy.types.Object, v_te
                                    (ATTR_UV, "FLOAT2", bindings.uv, "vector")):
         a = mesh.attributes.new(attr, kind, "POINT")
         a.data.foreach_set(field, np.ascontiguousarray(arr).reshape(-1))
-    for m, (attr, kind, _) in (TRAINED_ATTRIBUTES.items() if trained is not None else ()):
+    attributes = dict(TRAINED_ATTRIBUTES) if trained is not None else {}
+    if trained is not None and getattr(trained, "roughness", None) is not None:
+        attributes.update(PBR_TRAINED_ATTRIBUTES)
+    for m, (attr, kind, _) in attributes.items():
         a = mesh.attributes.new(attr, kind, "POINT")
         a.data.foreach_set("vector" if kind == "FLOAT_VECTOR" else "value",
                            np.ascontiguousarray(getattr(trained, m), np.float32).reshape(-1))
@@ -182,7 +202,8 @@ def get_trained_attributes(obj: bpy.types.Object) -> dict[str, np.ndarray] | Non
         obj: the head object (original or evaluated), or the bindings object.
     Returns:
         map name → values (color [N, 3], opacity [N], scale [N, 3], rotation [N, 3], offset [N],
-        float32; units as the maps), or None when the bindings object lacks any of them.
+        and for a relightable avatar roughness [N], f0 [N]; float32; units as the maps), or None
+        when the bindings object lacks any of the five.
     """
     if not has_trained_attributes(obj):
         return None
@@ -190,7 +211,10 @@ def get_trained_attributes(obj: bpy.types.Object) -> dict[str, np.ndarray] | Non
     attrs = b.data.attributes
     n = len(b.data.vertices)
     out = {}
-    for m, (attr, kind, comps) in TRAINED_ATTRIBUTES.items():
+    wanted = dict(TRAINED_ATTRIBUTES)
+    if all(attr in attrs for attr, _, _ in PBR_TRAINED_ATTRIBUTES.values()):
+        wanted.update(PBR_TRAINED_ATTRIBUTES)
+    for m, (attr, kind, comps) in wanted.items():
         buf = np.empty(n * comps, np.float32)
         attrs[attr].data.foreach_get("vector" if kind == "FLOAT_VECTOR" else "value", buf)
         out[m] = buf.reshape(n, comps) if comps > 1 else buf

@@ -26,6 +26,9 @@ What :func:`import_avatar` creates, in a new collection ``<name>``:
 - maps as images ``<name>_<map>`` (one set per import) and a material ``<name>_maps`` whose base
   colour is the colour map (the active paint slot), and ``<name>_bindings`` (see
   :mod:`addon.rig.bindings`; with the trained Gaussians' attributes when the folder has them).
+- a relightable (``pbr``) avatar: the albedo map in the colour map's place (the paint target),
+  roughness and F0 maps, the head marked ``fate_appearance = "pbr"`` and its learnt environment
+  as the World ``<name>_environment`` (:mod:`.environment`; not made the scene's world).
 
 The scene is changed only as asked (resolution, frame range, active camera), and a folder whose
 map images in this file hold unsynced paint is not imported again (the paint would be lost).
@@ -45,8 +48,8 @@ from ..errors import AvatarError, MapsError
 from ..files.avatar import AvatarData, MapEntry, read_avatar
 from . import flame_math
 from .armature import add_skinning, build_rig
-from .bindings import (PROP_AVATAR_DIR, PROP_EXPRESSIONS, PROP_HEAD_MODEL, PROP_MAP_PREFIX, PROP_PERCEPTUAL,
-                       create_bindings_object)
+from .bindings import (PROP_APPEARANCE, PROP_AVATAR_DIR, PROP_ENVIRONMENT, PROP_EXPRESSIONS, PROP_HEAD_MODEL,
+                       PROP_MAP_PREFIX, PROP_PERCEPTUAL, create_bindings_object)
 from .drivers import add_corrective_drivers, add_joint_offset_drivers
 from .material import build_material, load_map_image
 from .mesh import SLIDER_LIMIT, add_shape_keys, build_head_mesh
@@ -92,6 +95,17 @@ def _unique_name(base: str) -> str:
     while taken(f"{base}.{i:03d}"):
         i += 1
     return f"{base}.{i:03d}"
+
+
+def _import_relightable(obj: bpy.types.Object, name: str, data: AvatarData, camera, context) -> None:
+    """Marks a relightable avatar's head (``fate_appearance = "pbr"``: FATE Splats lights it) and
+    brings its learnt environment in as a World (:mod:`.environment`), linked from the head."""
+    from .environment import build_environment_world
+
+    obj[PROP_APPEARANCE] = "pbr"
+    if data.environment is not None:
+        context.view_layer.update()  # the camera's world matrix
+        obj[PROP_ENVIRONMENT] = build_environment_world(name, data.environment, camera)
 
 
 def import_avatar(folder: str | Path, scene: bpy.types.Scene, context=None, *, name: str | None = None,
@@ -165,7 +179,7 @@ def import_avatar(folder: str | Path, scene: bpy.types.Scene, context=None, *, n
         result.images[entry.name] = img
         obj[PROP_MAP_PREFIX + entry.name] = img
     if result.images:
-        if "color" not in result.images:
+        if "color" not in result.images and "albedo" not in result.images:
             warnings.append("maps.json lists no 'color' map: the material has no base colour")
         result.material = build_material(name, result.images)
         obj.data.materials.append(result.material)
@@ -175,6 +189,8 @@ def import_avatar(folder: str | Path, scene: bpy.types.Scene, context=None, *, n
                                                  collection, trained=data.gaussians)
     for o in (obj, rig):
         o[PROP_AVATAR_DIR] = str(data.folder.resolve())
+    if data.appearance == "pbr":
+        _import_relightable(obj, name, data, result.camera, context)
     obj[PROP_HEAD_MODEL] = head.name
     obj[PROP_PERCEPTUAL] = data.perceptual
     obj[PROP_EXPRESSIONS] = list(head.expression_names)

@@ -72,9 +72,10 @@ def load_map_image(entry: MapEntry, image_name: str) -> bpy.types.Image:
 
 
 def build_material(name: str, images: dict[str, bpy.types.Image]) -> bpy.types.Material:
-    """A material whose base colour is the colour map; every map gets an image node.
+    """A material whose base colour is the colour map (a relightable avatar's: the albedo map, and
+    its roughness map drives the roughness); every map gets an image node.
 
-    The colour map's node is the active node, i.e. the Texture Paint target.
+    The colour (albedo) map's node is the active node, i.e. the Texture Paint target.
     """
     mat = bpy.data.materials.new(f"{name}_maps")
     if mat.node_tree is None:  # Blender < 5.0 creates materials without nodes
@@ -86,7 +87,8 @@ def build_material(name: str, images: dict[str, bpy.types.Image]) -> bpy.types.M
         out = next((n for n in nodes if n.type == "OUTPUT_MATERIAL"), None) or nodes.new("ShaderNodeOutputMaterial")
         links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
     bsdf.inputs["Roughness"].default_value = 0.8
-    order = sorted(images, key=lambda n: (n != "color", n))
+    colour = "albedo" if "albedo" in images else "color"  # a relightable avatar paints its albedo
+    order = sorted(images, key=lambda n: (n != colour, n))
     active = None
     for i, map_name in enumerate(order):
         node = nodes.new("ShaderNodeTexImage")
@@ -94,9 +96,11 @@ def build_material(name: str, images: dict[str, bpy.types.Image]) -> bpy.types.M
         node.image = images[map_name]
         node.interpolation = "Linear"
         node.location = (bsdf.location.x - 400, bsdf.location.y - 300 * i)
-        if map_name == "color":
+        if map_name == colour:
             links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
             active = node
+        elif map_name == "roughness":
+            links.new(node.outputs["Color"], bsdf.inputs["Roughness"])
     if active is not None:
         nodes.active = active
     return mat

@@ -21,10 +21,32 @@ import numpy as np
 
 from ..rig.flame_math import axis_angle_to_matrix
 
-__all__ = ["SplatGaussians", "MapSamples", "face_frames", "place_gaussians", "map_key_weights",
-           "blend_map_keys"]
+__all__ = ["SplatGaussians", "SplatMaterial", "MapSamples", "face_frames", "place_gaussians", "shortest_axes",
+           "map_key_weights", "blend_map_keys"]
 
 _EPS = 1e-12
+
+
+@dataclass
+class SplatMaterial:
+    """What lights a relightable avatar's splats (``addon/splats/shading.py``).
+
+    Attributes:
+        normals: unit normals (shortest axes), Blender world frame. [N, 3] float32
+        roughness: [N] float32; f0: [N] float32
+        lit: which splats are shaded (False: a static avatar's, drawn with their colour). [N] bool
+    """
+
+    normals: np.ndarray
+    roughness: np.ndarray
+    f0: np.ndarray
+    lit: np.ndarray
+
+    @classmethod
+    def unlit(cls, n: int) -> "SplatMaterial":
+        """``n`` splats that keep their colour."""
+        return cls(np.zeros((n, 3), np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32),
+                   np.zeros(n, bool))
 
 
 @dataclass
@@ -34,14 +56,16 @@ class SplatGaussians:
     Attributes:
         means: centres, Blender world frame, meters. [N, 3] float32
         covars: covariances, Blender world frame, m². [N, 3, 3] float32
-        colors: encoded (sRGB) colours in [0, 1]. [N, 3] float32
+        colors: encoded (sRGB) colours in [0, 1] (a relightable avatar's: its albedo until shaded). [N, 3] float32
         opacities: in [0, 1]. [N] float32
+        material: relightable avatars' normals, roughness and F0 (None: nothing to light).
     """
 
     means: np.ndarray
     covars: np.ndarray
     colors: np.ndarray
     opacities: np.ndarray
+    material: SplatMaterial | None = None
 
     def __len__(self) -> int:
         return int(self.means.shape[0])
@@ -60,8 +84,13 @@ class SplatGaussians:
             return cls.empty()
         if len(parts) == 1:
             return parts[0]
+        material = None
+        if any(p.material is not None for p in parts):
+            mats = [p.material or SplatMaterial.unlit(len(p)) for p in parts]
+            material = SplatMaterial(*(np.concatenate([getattr(m, a) for m in mats])
+                                       for a in ("normals", "roughness", "f0", "lit")))
         return cls(*(np.concatenate([getattr(p, a) for p in parts])
-                     for a in ("means", "covars", "colors", "opacities")))
+                     for a in ("means", "covars", "colors", "opacities")), material=material)
 
 
 @dataclass
@@ -74,6 +103,8 @@ class MapSamples:
         scale: multiples of the face scale k_f. [N, 3]
         rotation: axis-angle in the face frame, radians. [N, 3]
         offset: meters along the unit face normal. [N]
+        roughness: relightable avatars: roughness o. [N] (None: a static avatar)
+        f0: relightable avatars: Fresnel base reflectance. [N] (None: a static avatar)
     """
 
     color: np.ndarray
@@ -81,6 +112,8 @@ class MapSamples:
     scale: np.ndarray
     rotation: np.ndarray
     offset: np.ndarray
+    roughness: np.ndarray | None = None
+    f0: np.ndarray | None = None
 
 
 def face_frames(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,19 +163,27 @@ def place_gaussians(verts: np.ndarray, faces: np.ndarray, face_idx: np.ndarray, 
     R_f, k_f, n_f = R_f[face_idx], k_f[face_idx], n_f[face_idx]
     tri = verts[faces[face_idx]]  # [N, 3, 3]
     means = (np.asarray(bary, np.float32)[..., None] * tri).sum(1) + samples.offset[:, None] * n_f
-    rot = R_f @ axis_angle_to_matrix(samples.rotation).astype(np.float32)
+    local = axis_angle_to_matrix(samples.rotation).astype(np.float32)
+    rot = R_f @ local
     sig = samples.scale * k_f[:, None]
     rs = rot * sig[:, None, :]
     covars = rs @ rs.transpose(0, 2, 1)
+    normals = shortest_axes(rot, sig, local) if samples.roughness is not None else None
     if matrix_world is not None:
         M = np.asarray(matrix_world, dtype=np.float64)
         A = M[:3, :3].astype(np.float32)
         means = means @ A.T + M[:3, 3].astype(np.float32)
         covars = A[None] @ covars @ A.T[None]
+        if normals is not None:
+            normals = normals @ A.T
+            normals /= np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), _EPS)
+    material = None if normals is None else SplatMaterial(
+        np.ascontiguousarray(normals, np.float32), np.ascontiguousarray(samples.roughness, np.float32),
+        np.ascontiguousarray(samples.f0, np.float32), np.ones(len(means), bool))
     return SplatGaussians(np.ascontiguousarray(means, dtype=np.float32),
                           np.ascontiguousarray(covars, dtype=np.float32),
                           np.ascontiguousarray(samples.color, dtype=np.float32),
-                          np.ascontiguousarray(samples.opacity, dtype=np.float32))
+                          np.ascontiguousarray(samples.opacity, dtype=np.float32), material)
 
 
 def map_key_weights(values: np.ndarray, signs: np.ndarray) -> np.ndarray:
@@ -171,7 +212,8 @@ def blend_map_keys(samples: MapSamples, weights: np.ndarray, d_color: np.ndarray
         d_color: colour deltas at the Gaussians' UVs, encoded units. [K, N, 3]
         d_opacity: opacity deltas there. [K, N]
     Returns:
-        MapSamples (scale, rotation and offset shared with ``samples``).
+        MapSamples (scale, rotation, offset, roughness and F0 shared with ``samples``; a
+        relightable head's colour is its albedo, so the keys change the albedo).
     """
     w = np.asarray(weights, np.float32)
     if not np.any(w != 0.0):
@@ -179,4 +221,22 @@ def blend_map_keys(samples: MapSamples, weights: np.ndarray, d_color: np.ndarray
     color = np.clip(samples.color + np.tensordot(w, d_color, axes=1), 0.0, 1.0).astype(np.float32)
     opacity = np.clip(samples.opacity + w @ d_opacity, 0.0, 1.0).astype(np.float32)
     return MapSamples(color=color, opacity=opacity, scale=samples.scale, rotation=samples.rotation,
-                      offset=samples.offset)
+                      offset=samples.offset, roughness=samples.roughness, f0=samples.f0)
+
+
+def shortest_axes(rot: np.ndarray, sig: np.ndarray, local: np.ndarray) -> np.ndarray:
+    """Each Gaussian's shading normal: its shortest axis, on the side of its face's normal
+    (``engine.model.pbr.gaussian_normals``).
+
+    Args:
+        rot: rotations (columns = axes), mesh frame. [N, 3, 3]
+        sig: standard deviations along them. [N, 3]
+        local: the rotations in the face frame (row 2 = face-normal components). [N, 3, 3]
+    Returns:
+        unit normals, mesh frame. [N, 3] float32
+    """
+    k = np.argmin(sig, axis=-1)
+    idx = np.arange(len(k))
+    axis = rot[idx, :, k]
+    side = np.where(local[idx, 2, k] < 0, -1.0, 1.0).astype(np.float32)
+    return (axis * side[:, None]).astype(np.float32)

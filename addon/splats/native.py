@@ -447,6 +447,10 @@ def refresh_native_splats(head: bpy.types.Object) -> bpy.types.Object:
         mod = obj.modifiers.new(MODIFIER_NAME, "NODES")
     mod.node_group = build_node_group()
     images = avatar_map_images(head)
+    if "color" not in images and "albedo" in images:
+        # a relightable avatar: Blender's splat radiance is emitted, not lit, so native splats show
+        # its albedo unlit (FATE Splats lights it with the scene's lights)
+        images = {**images, "color": images["albedo"]}
     missing = [m for m in MAP_NAMES if m not in images]
     if missing:
         raise SplatError(f"object '{head.name}': no {', '.join(missing)} map image(s) for native splats "

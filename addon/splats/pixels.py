@@ -24,13 +24,24 @@ from ..errors import SplatError
 from .colour import linear_to_srgb
 from .geometry import MapSamples
 
-__all__ = ["MAP_NAMES", "MAP_CHANNELS", "sample_bilinear", "is_linear_buffer", "image_pixels",
-           "sample_maps"]
+__all__ = ["MAP_NAMES", "PBR_MAP_NAMES", "ENCODED_MAPS", "MAP_CHANNELS", "sample_bilinear", "is_linear_buffer",
+           "image_pixels", "sample_maps", "required_maps"]
 
 MAP_NAMES = ("color", "opacity", "scale", "rotation", "offset")
 """The attribute maps every head object needs (the fields of :class:`.geometry.MapSamples`)."""
-MAP_CHANNELS = {"color": 3, "opacity": 1, "scale": 3, "rotation": 3, "offset": 1}
+PBR_MAP_NAMES = ("albedo", "opacity", "scale", "rotation", "offset", "roughness", "f0")
+"""A relightable avatar's maps: ``albedo`` in the colour's place (same units, encoded sRGB),
+plus ``roughness`` and ``f0`` (engine.maps.PBR_MAP_SPECS)."""
+ENCODED_MAPS = ("color", "albedo")
+"""Maps holding encoded (sRGB) colour (the rest are data)."""
+MAP_CHANNELS = {"color": 3, "albedo": 3, "opacity": 1, "scale": 3, "rotation": 3, "offset": 1, "roughness": 1,
+                "f0": 1}
 """Channels read from each map's image (scalar maps use the red channel)."""
+
+
+def required_maps(pbr: bool) -> tuple[str, ...]:
+    """The maps a head needs: :data:`MAP_NAMES`, or :data:`PBR_MAP_NAMES` for a relightable one."""
+    return PBR_MAP_NAMES if pbr else MAP_NAMES
 
 
 def sample_bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
@@ -120,14 +131,16 @@ def sample_maps(images: Mapping[str, bpy.types.Image], uv: np.ndarray) -> MapSam
     """Reads the current pixels of the map images and samples them at each Gaussian's UV.
 
     Args:
-        images: map name → image, for all of :data:`MAP_NAMES`.
+        images: map name → image, for all of :data:`MAP_NAMES` (or :data:`PBR_MAP_NAMES`: the
+            samples' ``color`` is then the albedo, and they carry roughness and F0).
         uv: Gaussian UVs, OBJ convention. [N, 2]
     Returns:
         MapSamples with N entries.
     """
+    names = PBR_MAP_NAMES if "albedo" in images else MAP_NAMES
     vals = {}
-    for m in MAP_NAMES:
-        px = image_pixels(images[m], encoded=(m == "color"))
+    for m in names:
+        px = image_pixels(images[m], encoded=(m in ENCODED_MAPS))
         s = sample_bilinear(px[..., :MAP_CHANNELS[m]], uv)
-        vals[m] = s[:, 0] if MAP_CHANNELS[m] == 1 else s
+        vals["color" if m == "albedo" else m] = s[:, 0] if MAP_CHANNELS[m] == 1 else s
     return MapSamples(**vals)

@@ -18,6 +18,10 @@ Both paths use the one :class:`.drawer.SplatDrawer`:
 The rest of the scene: visible meshes (not the heads) are drawn first with simple solid shading
 (:mod:`.scene_meshes`) and the splats are depth-tested against them (``scene.fate.splat_draw_meshes``).
 
+Relightable (``pbr``) avatars: their splats are shaded with the scene's lights and world
+(:mod:`.scene_lights`, :mod:`.shading`) for the camera before they are drawn — in F12 per frame,
+in the viewport again whenever the view changes (the specular highlights follow it).
+
 Colour: splats carry encoded (sRGB) colours. By default (``scene.fate.splat_composite =
 "TRAINING"``) they composite over each other and over what is behind them in that space, like
 the engine; the Combined pass is the result decoded to scene-linear premultiplied RGBA, and
@@ -38,7 +42,7 @@ import bpy
 import numpy as np
 
 from ..errors import SplatError
-from . import runtime
+from . import runtime, scene_lights
 from .cameras import border_rect, camera_from_object, camera_from_view, crop_camera, render_size
 from .drawer import SplatDrawer, free_shaders, scene_depth
 from .geometry import SplatGaussians
@@ -50,8 +54,8 @@ log = logging.getLogger(__name__)
 ENGINE_ID = "FATE_SPLAT"
 
 LAST_RENDER_STATS: dict[str, float] = {}
-"""Timings (seconds) and counts of the last ``render()`` call: gaussians, upload, sort, draw,
-readback, total, n. For benchmarks and diagnostics."""
+"""Timings (seconds) and counts of the last ``render()`` call: gaussians, shade (relightable
+avatars' lighting), upload, sort, draw, readback, total, n. For benchmarks and diagnostics."""
 
 # Existing property panels that make sense for this engine (output, format, frame range, film
 # transparency, depth pass, colour management, camera). Names missing in a Blender version are
@@ -124,6 +128,9 @@ class FATE_RE_splats(bpy.types.RenderEngine):
         self._drawer: SplatDrawer | None = None
         self._view_dirty = True
         self._view_generation = -1
+        self._placed: SplatGaussians | None = None  # relightable splats before shading
+        self._lighting = None
+        self._shaded_for: tuple | None = None
 
     # ------------------------------------------------------------------ passes
     def update_render_passes(self, scene=None, renderlayer=None) -> None:
@@ -170,6 +177,10 @@ class FATE_RE_splats(bpy.types.RenderEngine):
             x0, y0, w, h = border_rect(rd, width, height, result.resolution_x, result.resolution_y)
             part = crop_camera(cam, x0, height - (y0 + h), w, h)
             background = None if rd.film_transparent else world_background(scene)
+            t_shade = time.perf_counter()
+            if gaussians.material is not None:  # relightable avatars: the scene's lights
+                gaussians = scene_lights.shade_gaussians(gaussians, scene_lights.scene_lighting(depsgraph), cam)
+            t_shade = time.perf_counter() - t_shade
             drawer = SplatDrawer()
             try:
                 drawer.upload(gaussians, linear=linear)
@@ -189,8 +200,8 @@ class FATE_RE_splats(bpy.types.RenderEngine):
 
         LAST_RENDER_STATS.clear()
         LAST_RENDER_STATS.update(drawer.timings)
-        LAST_RENDER_STATS.update(gaussians=t_gauss, n=float(len(gaussians)), meshes=float(len(meshes)),
-                                 total=time.perf_counter() - t_start)
+        LAST_RENDER_STATS.update(gaussians=t_gauss, shade=t_shade, n=float(len(gaussians)),
+                                 meshes=float(len(meshes)), total=time.perf_counter() - t_start)
         log.debug("FATE Splats: frame %d, %d Gaussians, %dx%d: %s", scene.frame_current,
                   len(gaussians), w, h, LAST_RENDER_STATS)
 
@@ -201,6 +212,7 @@ class FATE_RE_splats(bpy.types.RenderEngine):
         for update in depsgraph.updates:
             if isinstance(update.id, bpy.types.Image):
                 runtime.tag_maps_changed(update.id.name, redraw=False)
+                scene_lights.forget_images()
 
     def view_texture(self, depsgraph: bpy.types.Depsgraph, region_data, width: int,
                      height: int, sync: bool = False):
@@ -231,9 +243,16 @@ class FATE_RE_splats(bpy.types.RenderEngine):
             except SplatError as exc:  # logged once per change, then nothing is drawn
                 log.error("FATE Splats viewport: %s", exc)
                 gaussians = SplatGaussians.empty()
-            self._drawer.upload(gaussians, linear=linear)
+            self._placed = gaussians if gaussians.material is not None else None
+            self._lighting = scene_lights.scene_lighting(depsgraph) if self._placed is not None else None
+            self._shaded_for = None
+            if self._placed is None:
+                self._drawer.upload(gaussians, linear=linear)
             self._drawer.meshes = MeshLayer(scene_meshes(depsgraph)) if with_meshes else None
         cam = camera_from_view(region_data, width, height)
+        if self._placed is not None and self._shaded_for != cam.key():  # specular follows the view
+            self._drawer.upload(scene_lights.shade_gaussians(self._placed, self._lighting, cam), linear=linear)
+            self._shaded_for = cam.key()
         splats = self._drawer.render_texture(cam, with_depth=False, fmt='RGBA16F', sync=sync)
         background = None if scene.render.film_transparent else world_background(scene)
         return self._drawer.linearized_texture(splats, background)

@@ -40,9 +40,9 @@ import numpy as np
 from ..errors import MapsError, SplatError
 from ..files.map_keys import MapKeysData, read_map_keys
 from ..rig.bindings import (PROP_MAP_PREFIX, PROP_MAPS, avatar_map_images, get_avatar_dir, get_bindings,
-                            get_trained_attributes, is_head_object)
+                            get_trained_attributes, is_head_object, is_relightable)
 from .geometry import MapSamples, SplatGaussians, blend_map_keys, map_key_weights, place_gaussians
-from .pixels import MAP_NAMES, sample_bilinear, sample_maps
+from .pixels import required_maps, sample_bilinear, sample_maps
 from .texels import TexelSplats, texel_splats
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,8 @@ def _required_map_images(obj: bpy.types.Object, allow_none: bool = False) -> dic
         allow_none: return {} when the head references no map at all (it may render its trained
             Gaussians instead).
     Returns:
-        map name → image, for all of :data:`.pixels.MAP_NAMES`.
+        map name → image, for all of :data:`.pixels.MAP_NAMES` (a relightable head's:
+        :data:`.pixels.PBR_MAP_NAMES`).
     Raises:
         SplatError: a map or its image is missing (see :func:`addon.rig.bindings.avatar_map_images`).
     """
@@ -220,13 +221,14 @@ def _required_map_images(obj: bpy.types.Object, allow_none: bool = False) -> dic
         raise SplatError(str(exc)) from exc
     if allow_none and not images:
         return {}
-    for m in MAP_NAMES:
+    names = required_maps(is_relightable(src))
+    for m in names:
         if m not in images:
             raise SplatError(f"{BAKE_FIRST}: object '{src.name}' has no '{m}' map (and no trained "
                              f"Gaussians to show): bake the avatar (FATE sidebar > 3. Bake) and "
                              f"import it again, or point '{PROP_MAP_PREFIX}{m}' / '{PROP_MAPS}' at "
-                             f"the map images of {list(MAP_NAMES)}")
-    return {m: images[m] for m in MAP_NAMES}
+                             f"the map images of {list(names)}")
+    return {m: images[m] for m in names}
 
 
 @dataclass
@@ -302,7 +304,13 @@ class AvatarRuntime:
         trained = get_trained_attributes(obj)
         if trained is None or len(trained["opacity"]) != len(self.face_idx):
             _required_map_images(obj)  # raises the "Bake first" error
-        return MapSamples(**{m: np.ascontiguousarray(trained[m], np.float32) for m in MAP_NAMES})
+        names = ("color", "opacity", "scale", "rotation", "offset")
+        if is_relightable(obj):
+            names += ("roughness", "f0")
+        missing = [m for m in names if m not in trained]
+        if missing:
+            raise SplatError(f"object '{self.name}': relightable, but its trained Gaussians lack {missing}")
+        return MapSamples(**{m: np.ascontiguousarray(trained[m], np.float32) for m in names})
 
     def map_keys(self, obj: bpy.types.Object) -> MapKeysData | None:
         """The head's map shape keys from its avatar folder, re-read when ``maps.json`` changes
@@ -361,7 +369,7 @@ class AvatarRuntime:
             SplatError: the head has no maps ("Bake first").
         """
         images = _required_map_images(obj_eval)
-        W, H = (int(x) for x in images["color"].size)
+        W, H = (int(x) for x in images.get("color", images.get("albedo")).size)
         src = getattr(obj_eval, "original", None) or obj_eval
         ts: TexelSplats | None = self.texels.get((W, H, stride))
         if ts is None:
@@ -372,7 +380,7 @@ class AvatarRuntime:
         if resample or self.texel_samples is None or key != self.texel_key:
             s = sample_maps(images, ts.uv)
             self.texel_samples = MapSamples(color=s.color, opacity=s.opacity, scale=ts.scale,
-                                            rotation=ts.rotation, offset=s.offset)
+                                            rotation=ts.rotation, offset=s.offset, roughness=s.roughness, f0=s.f0)
             self.texel_key = key
         samples = self.expression_samples(obj_eval, self.texel_samples, f"texel {W}x{H}/{stride}", ts.uv)
         M = np.array(obj_eval.matrix_world, dtype=np.float64)

@@ -112,6 +112,7 @@ class Baker:
         self.base_raw: Tensor | None = None
         if cfg.init == "direct":
             self._init_from_direct_fit()
+        self.pbr_maps = self._pbr_maps() if av.shading is not None else {}
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.perceptual, self.perceptual_name = make_perceptual_loss(
             Path(cfg.vgg_weights) if cfg.vgg_weights else None)
@@ -162,6 +163,21 @@ class Baker:
         self.base_raw = raw_from_maps(base, self.scale_norm, shell)[None].to(self.device)
         self.net_input = standardise(raw_from_maps(direct, self.scale_norm, shell))[None].to(self.device)
 
+    @torch.no_grad()
+    def _pbr_maps(self) -> dict[str, Tensor]:
+        """A relightable avatar's roughness and F0 maps: the direct per-texel fit of the trained
+        values, low-passed by σ = max(``base_blur``, 1) texels, kept fixed while BakeNet bakes the
+        albedo (in the colour channels) and the geometry. (HRAvatar has no baking stage; roughness
+        and F0 are smooth by their TV prior, so a filtered fit keeps what the Gaussians learnt.)"""
+        av = self.loaded.avatar
+        for p in av.shading.parameters():
+            p.requires_grad_(False)
+        values = {k: v.detach() for k, v in av.shading.activated(av.gaussians).items() if k != "albedo"}
+        fit = direct_fit_maps(values, self.uv.cpu(), self.cfg.resolution)
+        maps = {k: gaussian_blur(m, max(self.cfg.base_blur, 1.0)) for k, m in fit.items()}
+        self.pbr_values = {k: v.to(self.device) for k, v in sample_maps(maps, self.uv.cpu()).items()}
+        return maps
+
     # ------------------------------------------------------------------ attributes
     def maps(self, frame: int | None = None) -> dict[str, Tensor]:
         """Current activated maps, name → [R, R, C]: the neutral ones, or with ``dynamic_maps``
@@ -205,9 +221,13 @@ class Baker:
                      torch.as_tensor(tr["K"][i], device=self.device), int(tr["width"]), int(tr["height"]))
         with torch.no_grad():
             verts, _ = av.posed_vertices(shape[None], expr[None], pose[None], trans[None])
+        local_rot = axis_angle_to_matrix(vals["rotation"])
         g = place_gaussians(verts[0], av.faces, av.gaussians.face_idx, av.gaussians.bary, vals["color"],
-                            vals["opacity"], vals["scale"], axis_angle_to_matrix(vals["rotation"]), vals["offset"])
-        return rasterize(g.means, g.covars, g.opacities, g.colors, cam, self.background, backend=self.cfg.rasterizer)
+                            vals["opacity"], vals["scale"], local_rot, vals["offset"])
+        colors = g.colors
+        if av.shading is not None:  # relightable: the baked albedo shaded under the learnt light
+            colors = av.shading.shade(g, local_rot, self.pbr_values["roughness"], self.pbr_values["f0"], cam).colors
+        return rasterize(g.means, g.covars, g.opacities, colors, cam, self.background, backend=self.cfg.rasterizer)
 
     # ------------------------------------------------------------------ loop
     def warmup_step(self) -> float:
@@ -312,7 +332,12 @@ class Baker:
             keys = None
         if keys is not None:
             extra["dynamic"] = write_map_keys(self.folder.maps_dir, keys, stats)
-        path = write_maps(self.folder.maps_dir, maps, extra=extra, keep_backups=self.cfg.keep_backups)
+        exr_files = {}
+        if self.pbr_maps:
+            maps, pbr_extra, exr_files = self._pbr_outputs(maps)
+            extra.update(pbr_extra)
+        path = write_maps(self.folder.maps_dir, maps, extra=extra, keep_backups=self.cfg.keep_backups,
+                          exr_files=exr_files)
         if keys is None and (self.folder.maps_dir / DYNAMIC_DIR).is_dir():
             shutil.rmtree(self.folder.maps_dir / DYNAMIC_DIR)  # a previous bake's keys
         weights = {f"net.{k}": v for k, v in self.net.state_dict().items()}
@@ -334,6 +359,18 @@ class Baker:
                                                        self.cfg.resolution, self.cfg.key_min_effect)
         if len(self.keys):
             self.key_blend = MapKeyAppearance(self.keys, self.key_drivers(), self.uv)
+
+    def _pbr_outputs(self, maps: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict, dict]:
+        """A relightable avatar's maps (``albedo`` instead of ``color``, plus ``roughness`` and ``f0``),
+        the ``maps.json`` entries (``appearance`` and the learnt ``environment``) and the files
+        published with the maps: ``environment.exr`` (linear RGB lat-long radiance, docs/FORMATS.md)."""
+        maps = {("albedo" if k == "color" else k): v for k, v in maps.items()}
+        maps.update({k: v.cpu() for k, v in self.pbr_maps.items()})
+        env = self.loaded.avatar.shading.environment
+        exr_files = {"environment.exr": env.radiance().detach().cpu().numpy()}
+        return maps, {"appearance": "pbr", "environment": {
+            "file": "environment.exr", "colorspace": "Linear Rec.709", "projection": "equirectangular",
+            "frame": "room: x camera right, y camera forward, z camera up (the still camera's view)"}}, exr_files
 
     def _save_checkpoint(self, path: Path) -> None:
         tensors = {f"net/{k}": v for k, v in self.net.state_dict().items()}

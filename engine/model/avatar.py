@@ -2,7 +2,9 @@
 
 :class:`Avatar` bundles the head model's FLAME layer, the UV-bound Gaussians, the learnt
 blendshapes (Eq. 5), the optional per-frame tracking corrections and the optional soft binding
-(STAvatar, ``engine.model.soft_binding``); :func:`build_avatar` makes the initial one,
+(STAvatar, ``engine.model.soft_binding``), the optional expression-dependent appearance
+(HeadGaS, ``engine.model.headgas``) or the optional relightable shading (HRAvatar,
+``engine.model.pbr``); :func:`build_avatar` makes the initial one,
 :func:`frame_inputs` gives a frame's FLAME parameters and camera.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -33,6 +35,9 @@ from engine.model.soft_binding import (
 from engine.model.tracking import TrackingRefinement
 from engine.raster import rasterize
 
+if TYPE_CHECKING:  # pragma: no cover
+    from engine.model.pbr import PBRAppearance, Shading
+
 log = logging.getLogger(__name__)
 
 
@@ -50,7 +55,27 @@ class Avatar:
     appearance: Any = None
     """Expression-dependent colour and opacity, or None for FATE's static ones: a callable
     ``(gaussians, expr [E], pose [J·3]) -> (colors [N, 3], opacities [N])``, e.g.
-    :class:`engine.model.headgas.HeadGaSAppearance` or ``engine.map_keys.MapKeyAppearance``."""
+    :class:`engine.model.headgas.HeadGaSAppearance` or ``engine.map_keys.MapKeyAppearance``;
+    applied by :meth:`place`."""
+    shading: "PBRAppearance | None" = None
+    """The relightable appearance (``appearance = "pbr"``, :mod:`engine.model.pbr`): the colour is
+    an albedo shaded under a learnt environment for each camera (:meth:`shade`); None = the colour
+    is rasterised as it is. Never set together with :attr:`appearance` (TrainConfig rejects it)."""
+
+    def shade(self, world: "WorldGaussians", camera: Camera) -> "tuple[Tensor, Shading | None]":
+        """The per-Gaussian encoded colours to rasterise for ``camera``: the placed colour, or the
+        PBR shading under the learnt environment (then also its :class:`engine.model.pbr.Shading`).
+
+        Args:
+            world: the placed Gaussians (:meth:`place`).
+            camera: the view (OpenCV camera).
+        Returns:
+            (colours [N, 3] float32 in [0, 1], the Shading or None)
+        """
+        if self.shading is None:
+            return world.colors, None
+        shading = self.shading.shade_gaussians(self.gaussians, world, camera)
+        return shading.colors, shading
 
     def posed_vertices(self, shape: Tensor, expr: Tensor, pose: Tensor,
                        translation: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -96,13 +121,14 @@ class Avatar:
         verts, _ = self.posed_vertices(shape[None], expr[None], pose[None],
                                        None if translation is None else translation[None])
         g = self.place(verts[0], self.binding_offsets(shape, expr, pose), expr=expr, pose=pose)
-        return rasterize(g.means, g.covars, g.opacities, g.colors, camera, background, backend=backend)
+        colors, _ = self.shade(g, camera)
+        return rasterize(g.means, g.covars, g.opacities, colors, camera, background, backend=backend)
 
 
 def build_avatar(head: HeadModel, seq: Sequence, device: torch.device, *, uv_resolution: int, shell: float,
                  learn_blendshapes: bool, refine_tracking: bool, binding: str = "hard",
                  soft_resolution: int = 64, soft_width: int = 16,
-                 background: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Avatar:
+                 background: tuple[float, float, float] = (1.0, 1.0, 1.0), appearance: str = "static") -> Avatar:
     """Initial avatar: UV-sampled Gaussians on the subject's canonical mesh (FATE §3.1, §4.1).
 
     Args:
@@ -118,6 +144,9 @@ def build_avatar(head: HeadModel, seq: Sequence, device: torch.device, *, uv_res
         soft_resolution: UV resolution of the soft-binding network's maps.
         soft_width: the soft-binding network's width.
         background: colour behind the subject in the soft binding's unwrapped reference image.
+        appearance: TrainConfig.appearance: "pbr" gives the avatar its :attr:`Avatar.shading`
+            (albedo, roughness, F0 under a learnt environment, HRAvatar: :mod:`engine.model.pbr`);
+            "static" and "headgas" build a static-colour avatar (the trainer attaches HeadGaS).
     """
     flame = FlameLayer(head).to(device)
     faces = torch.as_tensor(head.faces_all, dtype=torch.long, device=device)
@@ -138,7 +167,8 @@ def build_avatar(head: HeadModel, seq: Sequence, device: torch.device, *, uv_res
     if binding == "soft":
         soft = build_soft_binding(head, flame, seq, seq.indices("train"), device, soft_resolution, soft_width,
                                   background)
-    return Avatar(head, flame, faces, gaussians, blendshapes, tracking, soft)
+    return Avatar(head, flame, faces, gaussians, blendshapes, tracking, soft,
+                  shading=_initial_shading(gaussians, appearance, device))
 
 
 @torch.no_grad()
@@ -169,7 +199,20 @@ def static_bake(av: Avatar, seq: Sequence, frames: list[int]) -> Avatar:
     rest, _ = av.posed_vertices(seq.shape[None].to(dev), torch.zeros(1, n_expr, device=dev),
                                 torch.zeros(1, seq.pose.shape[1], device=dev), None)
     folded = fold_static_offsets(av.gaussians, delta, rest[0], av.faces)
-    return Avatar(av.head, av.flame, av.faces, folded, av.blendshapes, av.tracking, None, av.appearance)
+    return Avatar(av.head, av.flame, av.faces, folded, av.blendshapes, av.tracking, None, av.appearance,
+                  av.shading)
+
+
+def _initial_shading(gaussians: UVGaussians, appearance: str, device: torch.device) -> "PBRAppearance | None":
+    """For "pbr" a fresh :class:`engine.model.pbr.PBRAppearance` (and the Gaussians get its
+    per-Gaussian parameters); None otherwise (static, or "headgas", attached by the trainer:
+    ``engine.model.headgas.attach_headgas``)."""
+    if appearance != "pbr":
+        return None
+    from engine.model.pbr import PBRAppearance
+
+    PBRAppearance.add_parameters(gaussians)
+    return PBRAppearance().to(device)
 
 
 def match_coefficients(seq: Sequence, head: HeadModel) -> Sequence:

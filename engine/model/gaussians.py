@@ -86,6 +86,7 @@ class UVGaussians(nn.Module):
         self.rotation = nn.Parameter(rotation.float())
         self.offset_raw = nn.Parameter(offset_raw.float())
         self.extra_names: list[str] = []
+        """Per-Gaussian parameters an appearance model added (:meth:`add_per_gaussian`)."""
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -112,14 +113,19 @@ class UVGaussians(nn.Module):
 
     # ------------------------------------------------------------------ extra per-Gaussian parameters
     def add_per_gaussian(self, name: str, value: Tensor) -> None:
-        """Registers an extra per-Gaussian parameter (first dim N), e.g. an appearance model's
-        features (``engine.model.headgas``): densification, pruning, checkpoints and
-        :meth:`raw_state` then carry it like the FATE attributes."""
-        if name in self.PARAMETERS or name in self.extra_names:
+        """Registers an extra per-Gaussian parameter [N, ...], e.g. the HeadGaS features
+        (``engine.model.headgas``) or a relightable avatar's roughness and F0
+        (``engine.model.pbr``): densification, pruning, checkpoints and :meth:`raw_state` then
+        carry it like the FATE attributes.
+
+        Raises:
+            ValueError: a name already taken, or a first dimension other than N.
+        """
+        if name in self.parameter_names() or hasattr(self, name):
             raise ValueError(f"per-Gaussian parameter {name!r} exists already")
         if value.shape[0] != len(self):
             raise ValueError(f"per-Gaussian parameter {name!r}: first dimension {value.shape[0]}, expected {len(self)}")
-        self.register_parameter(name, nn.Parameter(value.float()))
+        self.register_parameter(name, nn.Parameter(value.float().to(self.bary.device)))
         self.extra_names.append(name)
 
     def parameter_names(self) -> tuple[str, ...]:

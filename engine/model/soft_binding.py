@@ -431,6 +431,6 @@ def fold_static_offsets(gaussians: UVGaussians, delta: Tensor, verts: Tensor, fa
     rot = rotate_quaternion(delta[:, 3:6], g.rotation.detach())
     folded = UVGaussians(g.face_idx.clone(), bary, g.sh0.detach().clone(), g.opacity_logit.detach().clone(),
                          g.scale_log.detach() + delta[:, 6:9], rot, offset_raw, shell=g.shell)
-    for name in g.extra_names:  # an appearance model's per-Gaussian features (engine.model.headgas)
+    for name in g.extra_names:  # an appearance model's per-Gaussian parameters (HeadGaS features, PBR roughness/F0)
         folded.add_per_gaussian(name, getattr(g, name).detach().clone())
     return folded

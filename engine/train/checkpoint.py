@@ -64,6 +64,8 @@ def _named_parameters(avatar: Avatar) -> dict[str, torch.nn.Parameter]:
         named.update({f"soft_binding.{n}": p for n, p in avatar.soft_binding.net.named_parameters()})
     if isinstance(avatar.appearance, torch.nn.Module):
         named.update({f"appearance.{n}": p for n, p in avatar.appearance.named_parameters()})
+    if avatar.shading is not None:
+        named.update({f"shading.{n}": p for n, p in avatar.shading.named_parameters()})
     return named
 
 

@@ -86,11 +86,28 @@ class TrainConfig:
     """soft binding: learning rate of the network"""
     lambda_soft_offset: float = 0.1
     """soft binding: weight of the mean squared offset δ (keeps δ small so the static bake holds)"""
+    appearance: Literal["static", "headgas", "pbr"] = "static"
+    """colour and opacity: "static" (FATE: one per Gaussian); "headgas" (HeadGaS feature blending by
+    the expression, decoded by an MLP; ``headgas.*``, engine/model/headgas.py); "pbr" (albedo,
+    roughness and F0 shaded under a learnt environment, relightable; HRAvatar §3.3, ``lr_roughness``
+    … ``lambda_tv``, engine/model/pbr.py). One of them: an expression-dependent relightable
+    appearance is not implemented"""
+    lr_roughness: float = 5e-3
+    """pbr: learning rate of the pre-sigmoid roughness (HRAvatar's code: roughness_lr 5e-3)"""
+    lr_f0: float = 5e-3
+    """pbr: learning rate of the pre-sigmoid F0 (HRAvatar's code: reflectance_lr 5e-3)"""
+    lr_environment: float = 5e-2
+    """pbr: learning rate of the environment map (pre-softplus; HRAvatar's code: envmap_lr 5e-2)"""
+    lambda_normal: float = 1e-2
+    """pbr: λ_normal, 1 − cos between each Gaussian's normal and the bound mesh normal (HRAvatar's
+    code: lambda_normal 1e-2, there against normals from the rendered depth)"""
+    lambda_albedo: float = 0.25
+    """pbr: λ_albedo of the albedo-scale prior (mean visible irradiance = 1; stands in for HRAvatar's
+    L1 to an intrinsic network's pseudo albedo, lambda_intrinsic_albedo 0.25; engine/train/pbr_losses.py)"""
+    lambda_tv: float = 2e-2
+    """pbr: λ_tv, total variation of the roughness over the mesh (HRAvatar's code: lambda_tv_roughness 2e-2)"""
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     """densification schedule"""
-    appearance: Literal["static", "headgas"] = "static"
-    """colour and opacity: "static" (FATE: one per Gaussian) or "headgas" (HeadGaS feature
-    blending by the expression, decoded by an MLP; ``headgas.*``)"""
     headgas: HeadGaSConfig = field(default_factory=HeadGaSConfig)
     """HeadGaS settings (appearance = "headgas")"""
     checkpoint_every: int = 1000
@@ -110,8 +127,6 @@ class TrainConfig:
             raise ConfigError(f"steps must be >= 1, found {self.steps}")
         if self.uv_resolution < 8:
             raise ConfigError(f"uv_resolution must be >= 8, found {self.uv_resolution}")
-        if self.appearance not in ("static", "headgas"):
-            raise ConfigError(f"appearance must be static or headgas, found {self.appearance!r}")
         if self.device not in ("auto", "cuda", "cpu"):
             raise ConfigError(f"device must be auto, cuda or cpu, found {self.device!r}")
         if self.binding not in ("hard", "soft"):
@@ -120,9 +135,15 @@ class TrainConfig:
             raise ConfigError(f"soft_uv_resolution must be an even number >= 8, found {self.soft_uv_resolution}")
         if self.soft_width < 1:
             raise ConfigError(f"soft_width must be >= 1, found {self.soft_width}")
+        if self.appearance not in ("static", "headgas", "pbr"):
+            both = "headgas" in str(self.appearance) and "pbr" in str(self.appearance)
+            raise ConfigError(f"appearance must be 'static', 'headgas' or 'pbr', found {self.appearance!r}"
+                              + (" (HeadGaS colours and PBR shading do not combine: the PBR albedo is the"
+                                 " static colour; pick one)" if both else ""))
         self.background = tuple(float(c) for c in self.background)  # type: ignore[assignment]
         check_ranges(self, positive=("shell", "lr_color", "lr_opacity", "lr_scale", "lr_rotation", "lr_offset",
-                                     "lr_blendshapes", "lr_tracking"),
+                                     "lr_blendshapes", "lr_tracking", "lr_roughness", "lr_f0", "lr_environment"),
                      non_negative=("image_size", "threads", "lambda_perceptual", "lambda_dssim", "lambda_lap",
-                                   "lambda_flame", "lambda_scale", "checkpoint_every", "preview_every"),
+                                   "lambda_flame", "lambda_scale", "checkpoint_every", "preview_every",
+                                   "lambda_normal", "lambda_albedo", "lambda_tv"),
                      at_least_one=("scale_ratio",), unit_interval=("background",))

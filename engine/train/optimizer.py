@@ -13,8 +13,8 @@ def make_optimizer(av: Avatar, cfg: TrainConfig) -> torch.optim.Adam:
 
     Groups: sh0, opacity_logit, scale_log, rotation, offset_raw; blendshapes (ΔE, ΔP) and
     delta_vertices (Δ) when learnt; soft_binding (the STAvatar network) with soft binding; the HeadGaS
-    features and MLP (appearance "headgas"); tracking
-    when refined.
+    features and MLP (appearance "headgas"); roughness, F0 and the environment for a relightable
+    avatar (appearance "pbr", :func:`pbr_parameter_groups`); tracking when refined.
     """
     g = av.gaussians
     groups = [
@@ -39,6 +39,17 @@ def make_optimizer(av: Avatar, cfg: TrainConfig) -> torch.optim.Adam:
                        "name": "headgas_features"})
         groups.append({"params": list(av.appearance.mlp.parameters()), "lr": cfg.headgas.lr_mlp,
                        "name": "headgas_mlp"})
+    if av.shading is not None:
+        groups += pbr_parameter_groups(av, cfg)
     if cfg.refine_tracking:
         groups.append({"params": list(av.tracking.parameters()), "lr": cfg.lr_tracking, "name": "tracking"})
     return torch.optim.Adam(groups, eps=1e-15, foreach=True)
+
+
+def pbr_parameter_groups(av: Avatar, cfg: TrainConfig) -> list[dict]:
+    """The relightable appearance's groups (HRAvatar's code's learning rates, constant): roughness,
+    F0 and the environment map. The albedo is the colour parameter ``sh0`` (``lr_color``)."""
+    g = av.gaussians
+    return [{"params": [g.roughness_raw], "lr": cfg.lr_roughness, "name": "roughness_raw"},
+            {"params": [g.f0_raw], "lr": cfg.lr_f0, "name": "f0_raw"},
+            {"params": list(av.shading.parameters()), "lr": cfg.lr_environment, "name": "environment"}]

@@ -40,6 +40,7 @@ from engine.train.config import TrainConfig
 from engine.train.densify.factory import make_strategy
 from engine.train.guards import before_training, check_step
 from engine.train.optimizer import make_optimizer
+from engine.train.pbr_losses import PBRRegularisers
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Trainer:
         avatar = build_avatar(head, self.seq, self.device, uv_resolution=cfg.uv_resolution, shell=cfg.shell,
                               learn_blendshapes=cfg.learn_blendshapes, refine_tracking=cfg.refine_tracking,
                               binding=cfg.binding, soft_resolution=cfg.soft_uv_resolution, soft_width=cfg.soft_width,
-                              background=cfg.background)
+                              background=cfg.background, appearance=cfg.appearance)
         if cfg.appearance == "headgas":
             h = cfg.headgas
             attach_headgas(avatar, self.seq.shape, h.num_expr, h.jaw, h.feature_dim, h.hidden, h.pe_freqs)
@@ -86,6 +87,8 @@ class Trainer:
         self.perceptual, self.perceptual_name = losses.make_perceptual_loss(
             Path(cfg.vgg_weights) if cfg.vgg_weights else None)
         self.frames = FrameImages(self.seq, self.train_idx, cfg.background, self.device)
+        self.pbr_losses = None if avatar.shading is None else PBRRegularisers(
+            avatar.faces, cfg.lambda_normal, cfg.lambda_albedo, cfg.lambda_tv)
         self.backend = cfg.rasterizer
         self.history: list[dict] = []
 
@@ -157,7 +160,8 @@ class Trainer:
         verts, verts_ref = av.posed_vertices(shape[None], expr[None], pose[None], trans[None])
         delta = av.binding_offsets(shape, expr, pose)
         g = av.place(verts[0], delta, expr=expr, pose=pose)
-        out = rasterize(g.means, g.covars, g.opacities, g.colors, cam, self.background, backend=self.backend)
+        colors, shading = av.shade(g, cam)
+        out = rasterize(g.means, g.covars, g.opacities, colors, cam, self.background, backend=self.backend)
         gt = self.frames.get(i)
         info = {"means": g.means, "means2d": out.means2d, "radii": out.radii, "frame": i, "image": out.image, "gt": gt}
         self.strategy.step_pre_backward(self.state.densify_state, info)
@@ -177,6 +181,9 @@ class Trainer:
             loss = loss + cfg.lambda_soft_offset * delta.square().mean()
         if cfg.appearance == "headgas" and cfg.headgas.lambda_residual > 0:
             loss = loss + cfg.headgas.lambda_residual * av.appearance.residual_penalty()
+        if shading is not None:  # relightable appearance (HRAvatar §3.4)
+            loss = loss + self.pbr_losses(shading, verts[0], av.gaussians.face_idx, av.gaussians.bary,
+                                          g.opacities, out.radii)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.strategy.step_post_backward(self.state.densify_state, info)

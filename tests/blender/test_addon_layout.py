@@ -37,7 +37,7 @@ ALLOWED = {
 
 BPY_FREE = ("addon.errors", "addon.extension", "addon.files", "addon.rig.flame_math",
             "addon.splats.colour", "addon.splats.geometry", "addon.splats.texels", "addon.splats.conventions", "addon.maps.backups", "addon.jobs.events", "addon.jobs.worker",
-            "addon.jobs.config", "addon.jobs.install_engine")
+            "addon.jobs.config", "addon.jobs.install_engine", "addon.splats.shading")
 """Modules (or packages: every module in them) that must import no Blender module, directly or
 through the add-on modules they import."""
 

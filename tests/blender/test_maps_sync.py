@@ -278,6 +278,6 @@ def test_preview_ranges_are_the_engines():
     """The Blender side draws previews over the ranges the engine writes them with."""
     pytest.importorskip("torch", reason="torch is not installed (engine.maps needs it)")
     from addon.files.avatar import PREVIEW_RANGES
-    from engine.maps import MAP_SPECS
+    from engine.maps import ALL_MAP_SPECS
 
-    assert PREVIEW_RANGES == {name: spec.preview_range for name, spec in MAP_SPECS.items()}
+    assert PREVIEW_RANGES == {name: spec.preview_range for name, spec in ALL_MAP_SPECS.items()}

@@ -259,7 +259,10 @@ def test_headgas_trains_bakes_and_writes_map_keys(tiny_dataset, tmp_path):
     cfg.densify.start, cfg.densify.every, cfg.densify.count, cfg.densify.prune_every = 6, 6, 40, 6
     train(cfg)
     loaded = load_for_rendering(out, torch.device("cpu"), from_maps=False)
-    assert isinstance(loaded.avatar.appearance, HeadGaSAppearance)
+    assert isinstance(loaded.avatar.appearance, HeadGaSAppearance) and loaded.avatar.shading is None
+    # avatar.json names the model; its file is published and hashed, no relightable shading beside it
+    assert loaded.meta["appearance"] == "headgas" and "appearance.safetensors" in loaded.meta["files"]
+    assert "shading.safetensors" not in loaded.meta["files"]
     assert float(getattr(loaded.avatar.gaussians, BASIS).abs().max()) > 0  # the bases were trained
     bake(BakeConfig(avatar=str(out), resolution=32, steps=3, base_channels=8, depth=2, device="cpu",
                     checkpoint_every=0, key_min_effect=0.0, full_head_steps=2))  # full head: its keys blend in too

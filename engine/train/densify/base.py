@@ -67,7 +67,7 @@ class Strategy:
         """Raises ConfigError early if the optimiser lacks a Gaussian parameter or the state does
         not match the model (a missing key, or a length other than N)."""
         params = {id(p) for g in optimizer.param_groups for p in g["params"]}
-        for name in UVGaussians.PARAMETERS:
+        for name in model.parameter_names():
             if id(getattr(model, name)) not in params:
                 raise ConfigError(f"densification: the optimiser does not hold the Gaussian parameter {name!r}")
         for key in STATE_KEYS:
