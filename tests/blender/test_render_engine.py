@@ -10,7 +10,6 @@ Set ``FATE_BENCH=1`` to run the benchmark (``FATE_BENCH_OUT=path.md`` writes its
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -25,6 +24,9 @@ from addon.splats import cameras as splat_cameras  # noqa: E402
 from addon.splats import colour, geometry, render_engine  # noqa: E402
 from addon.splats import drawer as splat_drawer  # noqa: E402
 from addon.splats import runtime as sr  # noqa: E402
+from renders import psnr as _psnr  # noqa: E402
+from renders import read_exr_rgba as _read_exr_rgba  # noqa: E402
+from renders import render_exr as _render_exr  # noqa: E402
 
 
 def _set_pixels(img, data: np.ndarray) -> None:
@@ -34,19 +36,6 @@ def _set_pixels(img, data: np.ndarray) -> None:
     rgba[..., :data.shape[-1]] = data
     img.pixels.foreach_set(rgba.reshape(-1))
     img.update()
-
-
-def _read_exr_rgba(path: Path) -> np.ndarray:
-    """An RGBA EXR written by Blender → [H, W, 4] float32, top row first (file order)."""
-    img = bpy.data.images.load(str(path), check_existing=False)
-    try:
-        img.colorspace_settings.name = "Non-Color"  # the values as stored (scene linear)
-        w, h = img.size
-        buf = np.empty(w * h * 4, np.float32)
-        img.pixels.foreach_get(buf)
-        return buf.reshape(h, w, 4)[::-1].copy()
-    finally:
-        bpy.data.images.remove(img)
 
 
 def _read_png_rgba(path: Path) -> np.ndarray:
@@ -59,24 +48,6 @@ def _read_png_rgba(path: Path) -> np.ndarray:
         return buf.reshape(h, w, 4)[::-1].copy()
     finally:
         bpy.data.images.remove(img)
-
-
-def _render_exr(path: Path) -> np.ndarray:
-    """Renders the current frame with the scene's engine to a 32-bit RGBA EXR and reads it."""
-    rd = bpy.context.scene.render
-    rd.image_settings.media_type = 'IMAGE'
-    rd.image_settings.file_format = 'OPEN_EXR'
-    rd.image_settings.color_depth = '32'
-    rd.image_settings.color_mode = 'RGBA'
-    rd.filepath = str(path)
-    bpy.ops.render.render(write_still=True)
-    return _read_exr_rgba(path)
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two images with values in [0, 1]."""
-    mse = float(((a - b) ** 2).mean())
-    return 10.0 * math.log10(1.0 / max(mse, 1e-20))
 
 
 # ------------------------------------------------------------------------------ no GPU needed
