@@ -12,9 +12,11 @@ from pathlib import Path
 from ..jobs.events import emit
 from .cycles import stage_cycles
 from .final import stage_final
+from .relight import stage_relight_cycles, stage_relight_splats
 from .scene import JOB
 
-STAGES = {"cycles": stage_cycles, "final": stage_final}
+STAGES = {"cycles": stage_cycles, "final": stage_final, "relight_cycles": stage_relight_cycles,
+          "relight_splats": stage_relight_splats}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,22 +3,22 @@ main job trains on; see :mod:`addon.demo`)."""
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
 import bpy
-import numpy as np
 
 from ..rig.importer import import_avatar
 from .appearance import add_expression_layers
+from .lights import LIGHTINGS, apply_lighting
 from .scene import clear_scene, colour_management, png_rgba, progress
 
-__all__ = ["stage_cycles"]
+__all__ = ["stage_cycles", "build_subject_scene", "configure_cycles", "head_centre"]
 
 
 def _albedo_material(name: str, albedo_path: Path) -> bpy.types.Material:
-    """Image texture (sRGB) → Diffuse BSDF: a matte, view-independent surface."""
+    """Image texture (sRGB) → Diffuse BSDF with roughness 0 (Lambertian, the diffuse term of the
+    relightable avatar's BRDF): a matte, view-independent surface."""
     img = bpy.data.images.load(str(albedo_path), check_existing=True)
     img.colorspace_settings.name = "sRGB"
     mat = bpy.data.materials.new(name)
@@ -31,60 +31,46 @@ def _albedo_material(name: str, albedo_path: Path) -> bpy.types.Material:
     tex.interpolation = "Linear"
     tex.extension = "EXTEND"
     bsdf = nodes.new("ShaderNodeBsdfDiffuse")
-    bsdf.inputs["Roughness"].default_value = 1.0
+    bsdf.inputs["Roughness"].default_value = 0.0
     out = nodes.new("ShaderNodeOutputMaterial")
     links.new(tex.outputs["Color"], bsdf.inputs["Color"])
     links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
     return mat
 
 
-def _soft_light(scene: bpy.types.Scene, rig: bpy.types.Object, world_strength: float,
-                sun_strength: float, sun_angle_deg: float) -> None:
-    """A uniform white world (ambient light, shaded only by occlusion) and a soft sun from above,
-    in front and to the subject's right. The sun is a child of the rig, so the light stays fixed
-    to the head (head turns are camera motion here) and the shading is view-independent."""
-    world = bpy.data.worlds.new("FATE demo world")
-    scene.world = world
-    if world.node_tree is None:
-        world.use_nodes = True
-    bg = next(n for n in world.node_tree.nodes if n.type == "BACKGROUND")
-    bg.inputs["Color"].default_value = (1.0, 1.0, 1.0, 1.0)
-    bg.inputs["Strength"].default_value = world_strength
-    if sun_strength > 0:
-        sun_data = bpy.data.lights.new("FATE demo sun", "SUN")
-        sun_data.energy = sun_strength
-        sun_data.angle = math.radians(sun_angle_deg)
-        sun = bpy.data.objects.new("FATE demo sun", sun_data)
-        scene.collection.objects.link(sun)
-        # Direction the light travels, FLAME frame: from upper front (+y, +z) subject's right (-x).
-        d = np.array([0.45, -0.55, -0.7])
-        d /= np.linalg.norm(d)
-        from mathutils import Vector
-        sun.parent = rig
-        sun.rotation_mode = "QUATERNION"
-        sun.rotation_quaternion = Vector(d.tolist()).to_track_quat("-Z", "Y")  # a sun shines along −Z
+def head_centre(head: bpy.types.Object):
+    """Centre of the head's rest bounding box, Blender world, m (a ``mathutils.Vector``)."""
+    from mathutils import Vector
+
+    corners = [head.matrix_world @ Vector(c) for c in head.bound_box]
+    return sum(corners, Vector()) / len(corners)
 
 
-def stage_cycles(cfg: dict) -> dict:
-    """Renders the demo subject's tracked frames with Cycles (see the module doc).
+def build_subject_scene(cfg: dict):
+    """The demo subject in a cleared scene, ready for Cycles: the rig and camera of
+    :func:`addon.rig.importer.import_avatar` (config key ``camera``: "STILL", the default — the
+    head's motion on the root bone, the camera still — or "TRACKED"), the albedo material with
+    its expression layers, the render settings of :func:`configure_cycles`.
 
-    Config keys: subject (folder), out (folder for NNNNN.png), samples, threads (0 = all),
-    world_strength, sun_strength, sun_angle_deg, denoise (bool), seed, stage (the progress
-    events' stage name, default "cycles").
+    Returns:
+        (scene, import result, head centre in the Blender world, the expression layers added).
     """
-    t0 = time.time()
     scene = clear_scene()
     subject = Path(cfg["subject"])
-    # the tracked camera: the sun is fixed to the rig, so head turns must stay camera motion here
-    res = import_avatar(subject, scene, bpy.context, name="DemoSubject", with_maps=False, camera="TRACKED")
-    head, rig = res.head, res.rig
+    res = import_avatar(subject, scene, bpy.context, name="DemoSubject", with_maps=False,
+                        camera=str(cfg.get("camera", "STILL")))
     mat = _albedo_material("DemoSubject_albedo", subject / "albedo.png")
-    head.data.materials.clear()
-    head.data.materials.append(mat)
-    layers = add_expression_layers(mat, subject, head)
-    _soft_light(scene, rig, float(cfg.get("world_strength", 0.8)), float(cfg.get("sun_strength", 0.6)),
-                float(cfg.get("sun_angle_deg", 40.0)))
+    res.head.data.materials.clear()
+    res.head.data.materials.append(mat)
+    layers = add_expression_layers(mat, subject, res.head)
+    configure_cycles(scene, cfg)
+    return scene, res, head_centre(res.head), layers
 
+
+def configure_cycles(scene: bpy.types.Scene, cfg: dict) -> None:
+    """Cycles on the CPU: ``samples``, one diffuse bounce, no glossy, a fixed animated seed,
+    transparent film, Standard view transform, RGBA PNG (config keys samples, seed, threads,
+    denoise)."""
     scene.render.engine = "CYCLES"
     cy = scene.cycles
     cy.device = "CPU"
@@ -107,6 +93,23 @@ def stage_cycles(cfg: dict) -> dict:
     scene.render.use_persistent_data = True
     colour_management(scene)
     png_rgba(scene)
+
+
+def stage_cycles(cfg: dict) -> dict:
+    """Renders the demo subject's tracked frames with Cycles (see the module doc).
+
+    Lit by the ``lighting`` rig of :mod:`.lights` (default "train", the video's light), whose
+    lights ride with the camera: with the still camera (the default) they stay fixed in the world
+    while the head turns on its rig, as in a real room; with the tracked camera (the 360° views)
+    each view is lit as that head turn would be in the same room.
+
+    Config keys: subject (folder), out (folder for NNNNN.png), samples, threads (0 = all),
+    denoise (bool), seed, camera ("STILL" or "TRACKED"), lighting, stage (the progress events'
+    stage name, default "cycles").
+    """
+    t0 = time.time()
+    scene, res, centre, layers = build_subject_scene(cfg)
+    apply_lighting(scene, LIGHTINGS[str(cfg.get("lighting", "train"))], res.camera, centre)
 
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,9 @@ class DemoConfig:
     appearance: Literal["static", "headgas"] = "headgas"
     """the avatar's appearance model (TrainConfig.appearance): "headgas" learns the expression-
     dependent appearance, its bake writes map shape keys that Blender blends"""
+    relight: bool = True
+    """also train a relightable (``pbr``) avatar and test it against Cycles under held-out lights
+    (issue 18, engine/demo/relight.py)"""
     blender_python: str = ""
     """Python with the bpy module for the Blender stages (default: this interpreter)"""
     seed: int = 0

@@ -7,8 +7,10 @@
    UV layout (:func:`demo_albedo`) and a talking sequence (expressions, jaw, blinks, head turns
    up to ±30° yaw / ±15° pitch as an orbiting camera, as INSTA has it) in ``tracking.npz``;
 2. ``cycles``   — Blender (``python -m addon.demo cycles``) builds the rigged, textured head
-   with the add-on's own rig builder, keys the sequence and renders every frame with **Cycles**
-   on the CPU (transparent film, soft light, Standard view transform);
+   with the add-on's own rig builder, keys the sequence (the head's motion on the rig, a still
+   camera) and renders every frame with **Cycles** on the CPU (transparent film, Standard view
+   transform) under the video's light rig (``addon/demo/lights.py``), which stays fixed in the
+   world while the head turns;
 3. ``dataset``  — the renders and the exact parameters in the INSTA layout (``dataset_exact/``, last
    fifth = test); then, as a phone would film it, the Cycles frames become ``work/subject.mp4``
    (``video``) and ``python -m engine track`` recovers the parameters from it (``track``, issue 13)
@@ -22,6 +24,9 @@
    Import Avatar, renders the test frames with the "FATE Splats" engine, stamps a logo into the
    colour map (as an artist would in Texture Paint), runs Sync Maps, renders the test frames again
    and a 360° turntable, and saves ``demo.blend``;
+8b. ``relight_*`` — the relighting test (``--relight true``, :mod:`engine.demo.relight`): Cycles
+   renders the test frames under held-out lights, a relightable (``pbr``) avatar is trained and
+   baked the same way and FATE Splats renders it under the same Blender lights;
 9. ``report``   — the engine re-splats the edited maps for the same frames (the Blender render must
    agree to >= 35 dB), writes ``metrics.json``, ``contact_sheet.png`` and ``turntable.mp4``.
 
@@ -53,6 +58,8 @@ from engine.demo.report import (
 )
 from engine.demo.stages import REPO, StageClock, blender_python, run_stage_process
 from engine.demo.subject import write_subject
+from engine.demo.relight import run_relight
+from engine.demo.relight import summary as relight_summary
 from engine.demo.views import back_view_row, run_full_head_stage, run_views_stage
 from engine.errors import ConfigError
 from engine.io.video import check_video_writer, write_mp4
@@ -65,9 +72,10 @@ EXTENSION_ID = "fate_avatar"
 
 
 # ---------------------------------------------------------------------- the job
-OUTPUT_DIRS = ("subject", "dataset", "dataset_exact", "avatar", "renders", "logs", "work")
+OUTPUT_DIRS = ("subject", "dataset", "dataset_exact", "avatar", "avatar_pbr", "renders", "logs", "work")
 """Folders the job writes inside ``out`` (removed at the start of a run, with OUTPUT_FILES)."""
-OUTPUT_FILES = ("metrics.json", "contact_sheet.png", "turntable.mp4", "demo.blend", "demo.blend1")
+OUTPUT_FILES = ("metrics.json", "contact_sheet.png", "turntable.mp4", "demo.blend", "demo.blend1",
+                "relight_sheet.png", "relight.blend", "relight.blend1")
 
 
 def resolve_config(cfg: DemoConfig) -> DemoConfig:
@@ -323,6 +331,14 @@ def _run_demo(cfg: DemoConfig, out: Path, sink, cancel) -> dict:
                             "blender", logs / "blender.log", sink, cancel, env={"BLENDER_USER_RESOURCES": str(user)})
     st.end()
 
+    # 8b. the relighting test (issue 18: engine/demo/relight.py) -------------------------
+    relight = None
+    if cfg.relight:
+        relight = run_relight(cfg, py=py, out=out, test_idx=test_idx, names=names,
+                              train_config=_train_config(cfg, dataset, out / "avatar_pbr"),
+                              bake_config=lambda a: _bake_config(cfg, a), final_cfg=final_cfg, st=st, sink=sink,
+                              cancel=cancel, env={"BLENDER_USER_RESOURCES": str(user)})
+
     # 9. report ----------------------------------------------------------------------------
     st.start("report", 3)
     _, edited_engine = render_test_frames(avatar, device, from_maps=True)
@@ -366,8 +382,10 @@ def _run_demo(cfg: DemoConfig, out: Path, sink, cancel) -> dict:
         "contact_sheet_frames": [names[i] for i in pick],
         "contact_sheet_back_row": ["ground truth (Cycles)", "trained", "completed", "oracle-completed"],
         "full_head": full_head,
+        **({"relight": relight} if relight is not None else {}),
     }
     write_json(out / "metrics.json", metrics)
     return {"out": str(out), "psnr_trained": m_trained["psnr"], "psnr_trained_refined": m_refined["psnr"], "psnr_baked": m_baked["psnr"],
             "psnr_blender": m_blender["psnr"], "psnr_blender_vs_engine": parity_edited["psnr"],
+            **(relight_summary(relight) if relight is not None else {}),
             "minutes": round((time.time() - t_start) / 60, 2)}

@@ -192,7 +192,8 @@ def run_views_stage(cfg, subject: Path, work: Path, logs: Path, python: str, clo
     views_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(vsub / "views.json", views_dir / "views.json")
     write_json(Path(work) / "views.json", {"subject": str(vsub), "out": str(Path(work) / "views_cycles"),
-                                           "samples": cfg.samples, "seed": cfg.seed, "stage": "views"})
+                                           "samples": cfg.samples, "seed": cfg.seed, "stage": "views",
+                                           "camera": "TRACKED"})
     run_stage_process([python, "-m", "addon.demo", "cycles", "--config", str(Path(work) / "views.json")],
                       "views", Path(logs) / "views.log", sink, cancel)
     collect_renders(views_dir, Path(work) / "views_cycles")

@@ -137,7 +137,7 @@ def projected_face_areas(verts: Tensor, faces: Tensor, camera: Camera, min_cos: 
 @torch.no_grad()
 def accumulate_visibility(views: Iterable[tuple[Tensor, WorldGaussians, Camera]], faces: Tensor, face_idx: Tensor,
                           bary: Tensor, num_vertices: int, backend: str = "auto",
-                          min_cos: float = MIN_COS) -> Visibility:
+                          min_cos: float = MIN_COS, full_cos: float = FULL_COS) -> Visibility:
     """Visibility of every vertex, face and Gaussian over a set of views (module doc).
 
     The ratio painted weight / projected area is formed per vertex neighbourhood (the vertex and
@@ -155,6 +155,8 @@ def accumulate_visibility(views: Iterable[tuple[Tensor, WorldGaussians, Camera]]
         num_vertices: V.
         backend: rasteriser.
         min_cos: see :func:`projected_face_areas`.
+        full_cos: faces seen at cos >= this count fully, more grazing ones linearly less
+            (:data:`FULL_COS`); 0 = every view that sees a face at all counts fully.
     Returns:
         :class:`Visibility` (on the CPU).
     """
@@ -169,8 +171,9 @@ def accumulate_visibility(views: Iterable[tuple[Tensor, WorldGaussians, Camera]]
         area, cos = projected_face_areas(verts, faces, cam, min_cos, with_cos=True)
         flat = faces.reshape(-1)
         area_v = torch.zeros(V, device=w.device).index_add_(0, flat, (area / 3).repeat_interleave(3))
+        obliquity = (cos / full_cos).clamp(0, 1) if full_cos > 0 else torch.ones_like(cos)
         quality = torch.zeros(V, device=w.device).index_add_(
-            0, flat, (area / 3 * (cos / FULL_COS).clamp(0, 1)).repeat_interleave(3))
+            0, flat, (area / 3 * obliquity).repeat_interleave(3))
         for _ in range(RINGS):
             painted, area_v, quality = ring(painted), ring(area_v), ring(quality)
         score = torch.where(area_v > 0, painted / area_v.clamp_min(1e-9), torch.zeros_like(area_v)).clamp(0, 1)
@@ -231,10 +234,12 @@ def sequence_visibility(avatar, seq, indices: list[int], device: torch.device, b
 
 
 def tracking_visibility(avatar, tracking: dict, indices: list[int], device: torch.device,
-                        backend: str = "auto", min_cos: float = MIN_COS) -> Visibility:
+                        backend: str = "auto", min_cos: float = MIN_COS,
+                        full_cos: float = FULL_COS) -> Visibility:
     """:func:`sequence_visibility` from an avatar folder's ``tracking.npz`` (as loaded by
     ``AvatarFolder.load``) instead of a sequence — for avatars saved without visibility, and, with
-    ``min_cos`` 0, for the bake's "seen at any angle" (the full-head stage's opacity)."""
+    ``min_cos`` and ``full_cos`` 0, for the bake's "seen at any angle" (the full-head stage's
+    opacity: see :func:`accumulate_visibility`)."""
     def views():
         shape = torch.as_tensor(tracking["shape"], device=device)
         for i in indices:
@@ -250,7 +255,7 @@ def tracking_visibility(avatar, tracking: dict, indices: list[int], device: torc
     g = avatar.gaussians
     with torch.no_grad():
         return accumulate_visibility(views(), avatar.faces, g.face_idx, g.bary, avatar.head.num_vertices, backend,
-                                    min_cos)
+                                    min_cos, full_cos)
 
 
 def save_visibility(folder: Path, vis: Visibility) -> Path:

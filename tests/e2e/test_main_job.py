@@ -29,7 +29,7 @@ needs_all = pytest.mark.skipif(bool(_missing), reason=f"the main job needs {_mis
 
 # Stage names, in order, with one progress bar each.
 STAGES = ["subject", "cycles", "views", "dataset", "video", "track", "train", "bake", "full_head", "eval", "extension",
-          "blender",
+          "blender", "relight_cycles", "train_pbr", "bake_pbr", "relight_splats",
           "report"]
 
 
@@ -181,6 +181,34 @@ def test_full_head_against_the_true_back(demo):
     assert c["sides"]["coverage"] > t["sides"]["coverage"] + 0.2
     assert (out / "avatar" / "maps" / "visibility.exr").is_file()
     assert (out / "work" / "views" / "views.json").is_file()
+
+
+@needs_all
+def test_relight_under_held_out_lights(demo):
+    """metrics.json's relight (issue 18): Cycles renders the test frames again under held-out
+    lights; the relightable avatar, lit by the same Blender lamps in FATE Splats, follows them and
+    the unlit avatar cannot."""
+    out, _, m = demo
+    r = m["relight"]
+    n = m["test_frames"]
+    assert r["lights"] == ["key_mirrored", "warm_cool"]
+    for rig in r["lights"]:
+        assert len(list((out / "work" / "relight_cycles" / rig).glob("*.png"))) == n, rig
+    for rig in ("train", "learnt", *r["lights"]):
+        assert len(list((out / "renders" / "relight_blender" / rig).glob("*.png"))) == n, rig
+    assert (out / "relight_sheet.png").is_file() and (out / "relight.blend").is_file()
+    assert (out / "avatar_pbr" / "maps" / "albedo.exr").is_file()
+    # one exposure for the Blender lamps, fitted on the training frames (the albedo-scale gauge
+    # is off by ~1.6 on the demo's room)
+    assert 0.5 < r["exposure"] < 3.0, r["exposure"]
+    t = r["training_light"]
+    # Blender's learnt-environment World reproduces the engine's render of the same maps
+    assert abs(t["pbr_blender_learnt"]["psnr"] - t["pbr_engine"]["psnr"]) < 0.5, t
+    # the test preset (150 steps, 128²) measured +1.2 / +1.4 dB over the unlit avatar and no
+    # loss under the training light (−0.7 dB: the pbr avatar is better)
+    for rig in r["lights"]:
+        assert r["held_out"][rig]["gain_db"] > 0.4, (rig, r["held_out"][rig])
+    assert t["loss_db"] < 0.5, t
 
 
 _OPEN_BLEND = r"""
