@@ -143,6 +143,48 @@ def test_visibility_does_not_see_through_the_head():
     assert front.mean() > 0.9 and behind.max() < 0.1
 
 
+def test_seen_at_all_counts_turned_away_faces_in_view_but_not_hidden_ones():
+    """The completion's opacity visibility (``min_cos`` −1, ``full_cos`` 0,
+    engine.bake.pseudo_views.SEEN_ANY_MIN_COS): a quad turned away from the camera but in plain
+    view (the rim of a too-large mesh beyond the true silhouette) counts as seen, which the
+    default facing test does not; turned away and hidden behind an opaque quad it stays unseen."""
+    from engine.bake.pseudo_views import SEEN_ANY_MIN_COS
+    from engine.geometry.cameras import Camera, look_at_opencv
+    from engine.model.gaussians import WorldGaussians
+    from engine.model.visibility import accumulate_visibility
+
+    n = 12
+    xs = torch.linspace(-0.02, 0.02, n)
+    gx, gy = torch.meshgrid(xs, xs, indexing="ij")
+    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)
+    idx = torch.arange(n * n).reshape(n, n)
+    quads = torch.stack([idx[:-1, :-1], idx[1:, :-1], idx[1:, 1:], idx[:-1, 1:]], -1).reshape(-1, 4)
+    ccw = torch.cat([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])  # counter-clockwise from +z: faces the camera
+    # quad 0 faces the camera at x = −0.03; quad 1 turned away beside it (x = +0.03); quad 2 turned
+    # away right behind quad 0
+    parts = [(-0.03, 0.02, ccw), (0.03, 0.02, ccw[:, [0, 2, 1]]), (-0.03, -0.02, ccw[:, [0, 2, 1]])]
+    verts = torch.cat([torch.cat([grid + torch.tensor([x, 0.0]), torch.full((n * n, 1), z)], 1) for x, z, _ in parts])
+    faces = torch.cat([f + k * n * n for k, (_, _, f) in enumerate(parts)])
+    F = len(faces)
+    bary = torch.full((F, 3), 1 / 3)
+    means = (verts[faces] * bary[..., None]).sum(1)
+    g = WorldGaussians(means=means, covars=torch.eye(3).expand(F, 3, 3) * (0.003 ** 2),
+                       opacities=torch.full((F,), 0.99), colors=torch.rand(F, 3),
+                       scales=torch.full((F, 3), 0.003), rotmats=torch.eye(3).expand(F, 3, 3))
+    cam = Camera(torch.as_tensor(look_at_opencv(np.array([0, 0, 0.5]), np.zeros(3)), dtype=torch.float32),
+                 torch.tensor([[600.0, 0, 64], [0, 600.0, 64], [0, 0, 1]]), 128, 128)
+
+    def per_quad(**kw):
+        vis = accumulate_visibility([(verts, g, cam)], faces, torch.arange(F), bary, len(verts), backend="torch", **kw)
+        inner = (grid.abs() < 0.014).all(1)
+        return [float(vis.vertex[k * n * n:(k + 1) * n * n][inner].mean()) for k in range(3)]
+
+    facing, away, hidden = per_quad(min_cos=SEEN_ANY_MIN_COS, full_cos=0.0)
+    print(f"seen at all: facing {facing:.3f}, turned away {away:.3f}, hidden {hidden:.3f}")
+    assert facing > 0.9 and away > 0.9 and hidden < 0.1
+    assert per_quad(min_cos=0.0)[1] == 0.0  # the facing test alone calls the turned-away quad unseen
+
+
 # ---------------------------------------------------------------------- completion
 def test_completed_maps_are_closed_and_keep_what_was_seen(trained_avatar):
     from engine.avatar_folder import load_avatar
