@@ -58,6 +58,28 @@ STAGES = ("relight_cycles", "train_pbr", "bake_pbr", "relight_splats")
 """The stages this module adds, in order."""
 
 
+class RenamedStageSink:
+    """Forwards a nested train or bake job's events with its own stage (``train``, ``bake``) renamed
+    ``stage`` and any other of its stages as ``<stage>/<its stage>``: the pbr avatar's bars are its
+    own, not the main avatar's."""
+
+    def __init__(self, sink, stage: str):
+        self.sink, self.stage = sink, stage
+
+    def progress(self, stage: str, step: int, total: int, **metrics) -> None:
+        if self.sink is not None:
+            name = self.stage if stage in ("train", "bake") else f"{self.stage}/{stage}"
+            self.sink.progress(name, step, total, **metrics)
+
+    def log(self, message: str, level: str = "info") -> None:
+        if self.sink is not None:
+            self.sink.log(message, level)
+
+    def preview(self, path, **info) -> None:
+        if self.sink is not None and hasattr(self.sink, "preview"):
+            self.sink.preview(path, **info)
+
+
 def run_relight(cfg: DemoConfig, *, py: str, out: Path, test_idx: list[int], names: list[str], train_config,
                 bake_config, final_cfg: dict, st: StageClock, sink=None, cancel=None, env: dict | None = None) -> dict:
     """Runs the relighting stages (module doc) and returns the ``relight`` metrics.
@@ -92,11 +114,11 @@ def run_relight(cfg: DemoConfig, *, py: str, out: Path, test_idx: list[int], nam
     st.end()
 
     st.start("train_pbr", train_config.steps)
-    train(replace(train_config, appearance="pbr", output=str(avatar)), sink, cancel)
+    train(replace(train_config, appearance="pbr", output=str(avatar)), RenamedStageSink(sink, "train_pbr"), cancel)
     st.end()
     bc = bake_config(avatar)
     st.start("bake_pbr", bc.steps)
-    bake(bc, sink, cancel)
+    bake(bc, RenamedStageSink(sink, "bake_pbr"), cancel)
     st.end()
 
     st.start("relight_splats", (len(HELD_OUT) + 2) * len(test_idx))
