@@ -43,3 +43,15 @@ def test_binding_suite_reports_every_variant(tmp_path):
     cost = res["binding_step_cost"]
     assert [r["variant"] for r in cost] == list(rows) and cost[0]["ratio"] == 1.0
     assert "### binding" in format_tables(res)
+
+
+def test_gain_kept_compares_each_gain_with_its_own_static_counterpart():
+    """The appearance suite's "gain kept" (issue 19): the keys' mouth-crop gain over the static
+    *baked* maps against the dynamic model's gain over the static *trained* avatar (the bench's
+    2026-12-02 run: 1.94 of 1.92 dB kept); None when the dynamic model gains nothing."""
+    from engine.bench.appearance_ablation import _gain_kept
+
+    row = lambda db: {"mouth_psnr": db}  # noqa: E731
+    assert _gain_kept(row(30.46), row(28.52), row(33.16), row(31.24)) == 101.0
+    assert _gain_kept(row(29.0), row(28.0), row(33.0), row(31.0)) == 50.0
+    assert _gain_kept(row(29.0), row(28.0), row(31.0), row(31.0)) is None
