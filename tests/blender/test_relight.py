@@ -120,9 +120,9 @@ def test_lamp_units_are_cycles(kind, light):
 def _make_relightable(s, albedo: np.ndarray | None = None):
     """Turns the conftest splat scene into a relightable avatar: albedo (the colour map's values),
     roughness 0.9, F0 0.04 images, flat splats (the normal is the face normal)."""
-    R = MAP_RES
     head = s.head
     names = dict(head["fate_maps"])
+    R = int(bpy.data.images[names["color"]].size[0])  # MAP_RES, or the benchmark's map_res
     assert tuple(bpy.data.images[names["color"]].size) == (R, R)
     names["albedo"] = names.pop("color")
     names["roughness"] = _new_image(f"{head.name}_roughness", np.full((R, R, 1), 0.9, np.float32), "Non-Color").name
