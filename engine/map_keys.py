@@ -206,31 +206,28 @@ class MapKeys:
         return len(self.specs)
 
 
-def write_map_keys(maps_dir: Path, keys: MapKeys, fit: dict | None = None) -> dict:
-    """Writes ``maps/dynamic/{color,opacity}.npz`` (atomic; float16 deltas).
+def map_key_files(keys: MapKeys, fit: dict | None = None) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+    """The files of ``maps/dynamic/`` for ``keys`` (float16 deltas) and their ``maps.json`` entry,
+    for :func:`engine.maps.write_maps` to publish in the same change as the maps (a reader never
+    sees new maps with old keys, or a manifest without its files).
 
     Args:
-        maps_dir: the avatar's ``maps`` folder.
         keys: the keys.
         fit: fit statistics to record (e.g. the explained fraction), JSON-ready.
     Returns:
-        the ``"dynamic"`` entry of ``maps.json`` that lists them (the caller writes maps.json
-        after these files, so a reader never sees a manifest without its files).
+        ({path relative to ``maps/`` → the .npz's arrays}, the ``"dynamic"`` entry of maps.json).
     """
-    from engine.io.atomic import write_npz
-
-    folder = Path(maps_dir) / DYNAMIC_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     names = np.array([s.shape_key for s in keys.specs], dtype=np.str_)
     signs = np.array([s.sign for s in keys.specs], dtype=np.int8)
-    entries = {}
+    files, entries = {}, {}
     for m, ch in KEY_MAPS.items():
         arr = getattr(keys, m).detach().cpu().float().numpy().reshape(len(keys), *getattr(keys, m).shape[1:3], ch)
-        write_npz(folder / f"{m}.npz", deltas=arr.astype(np.float16), shape_keys=names, signs=signs)
-        entries[m] = {"file": f"{DYNAMIC_DIR}/{m}.npz", "channels": ch,
-                      "max_abs": float(np.abs(arr).max(initial=0.0))}
-    return {"format": KEYS_FORMAT, "format_version": KEYS_FORMAT_VERSION, "source": keys.source,
-            "keys": [s.name for s in keys.specs], "blend": BLEND_RULE, "maps": entries, "fit": fit or {}}
+        rel = f"{DYNAMIC_DIR}/{m}.npz"
+        files[rel] = {"deltas": arr.astype(np.float16), "shape_keys": names, "signs": signs}
+        entries[m] = {"file": rel, "channels": ch, "max_abs": float(np.abs(arr).max(initial=0.0))}
+    entry = {"format": KEYS_FORMAT, "format_version": KEYS_FORMAT_VERSION, "source": keys.source,
+             "keys": [s.name for s in keys.specs], "blend": BLEND_RULE, "maps": entries, "fit": fit or {}}
+    return files, entry
 
 
 def load_map_keys(maps_dir: Path, manifest: dict) -> MapKeys | None:

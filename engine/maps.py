@@ -411,7 +411,8 @@ def check_map_ranges(maps: dict[str, Tensor], shell: float, maps_dir: Path) -> N
 
 
 def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = None, keep_backups: int = 5,
-               exr_files: dict[str, np.ndarray] | None = None) -> Path:
+               exr_files: dict[str, np.ndarray] | None = None,
+               npz_files: dict[str, dict[str, np.ndarray]] | None = None) -> Path:
     """Publishes maps as float32 EXR + PNG previews + maps.json, as one change (module doc).
 
     If ``maps_dir`` already holds maps, they are first copied into
@@ -419,7 +420,9 @@ def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = Non
     deleted (0: no backup).
 
     ``exr_files`` (file name → float32 array [H, W, C]) are published in the same change, e.g. a
-    relightable avatar's ``environment.exr`` (``extra`` then names it in maps.json).
+    relightable avatar's ``environment.exr`` (``extra`` then names it in maps.json); so are
+    ``npz_files`` (path relative to ``maps_dir`` → the arrays of one .npz), e.g. the map shape keys
+    ``dynamic/color.npz`` (:func:`engine.map_keys.map_key_files`).
 
     Returns:
         maps.json's path.
@@ -427,7 +430,7 @@ def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = Non
         MapsError: a wrong channel count or NaN/Inf values (nothing is written).
         OutputError: the folder cannot be written (the previous maps are intact).
     """
-    from engine.io.atomic import write_json
+    from engine.io.atomic import write_json, write_npz
     from engine.io.images import write_exr, write_png
     from engine.io.publish import publish
 
@@ -453,6 +456,14 @@ def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = Non
             raise MapsError(f"{maps_dir / fname}: {int((~np.isfinite(arr)).sum())} NaN/Inf value(s); "
                             "nothing was written")
         others[fname] = np.asarray(arr, dtype=np.float32)
+    for rel, arrays_of in (npz_files or {}).items():
+        parts = Path(rel).parts
+        if not rel.endswith(".npz") or len(parts) > 2 or ".." in parts or Path(rel).is_absolute():
+            raise MapsError(f"{maps_dir}: {rel!r} cannot be published with the maps (an .npz in the maps "
+                            "folder or one sub-folder of it)")
+        bad = [k for k, a in arrays_of.items() if np.asarray(a).dtype.kind == "f" and not np.isfinite(a).all()]
+        if bad:
+            raise MapsError(f"{maps_dir / rel}: NaN/Inf values in {bad}; nothing was written")
     entries = {}
     res = None
     if keep_backups > 0 and (maps_dir / "maps.json").exists():
@@ -470,6 +481,8 @@ def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = Non
                              "min": float(arr.min()), "max": float(arr.max())}
         for fname, arr in others.items():
             write_exr(pub.path(f"{maps_dir.name}/{fname}"), arr)
+        for rel, arrays_of in (npz_files or {}).items():
+            write_npz(pub.path(f"{maps_dir.name}/{rel}"), **arrays_of)
         manifest = {"format": MAPS_FORMAT, "format_version": MAPS_FORMAT_VERSION, "resolution": res,
                     "uv_origin": "bottom-left; files store the top row (v=1) first", "maps": entries}
         manifest.update(extra or {})
@@ -478,9 +491,14 @@ def write_maps(maps_dir: Path, maps: dict[str, Tensor], extra: dict | None = Non
     return maps_dir / "maps.json"
 
 
+BACKED_UP_SUBDIRS = ("dynamic",)
+"""Sub-folders of ``maps/`` a backup copies with the maps (the map shape keys, engine.map_keys)."""
+
+
 def backup_maps(maps_dir: Path, stamp: str | None = None) -> Path:
     """Copies the current maps (every file directly in ``maps_dir`` except Sync Maps' ``*.bak.*``
-    copies) into ``maps_dir/backups/<stamp>/``; the folder appears whole (one rename).
+    copies, and the :data:`BACKED_UP_SUBDIRS`) into ``maps_dir/backups/<stamp>/``; the folder
+    appears whole (one rename).
 
     Returns:
         the backup folder.
@@ -503,6 +521,9 @@ def backup_maps(maps_dir: Path, stamp: str | None = None) -> Path:
         for f in sorted(maps_dir.iterdir()):
             if f.is_file() and not f.name.startswith(".") and ".bak." not in f.name:
                 shutil.copy2(f, tmp / f.name)
+        for sub in BACKED_UP_SUBDIRS:  # the map shape keys belong to the maps they were fitted on
+            if (maps_dir / sub).is_dir():
+                shutil.copytree(maps_dir / sub, tmp / sub)
         tmp.rename(dest)
     except BaseException as exc:  # a failed or cancelled copy leaves no partial backup
         with uninterruptible():

@@ -62,7 +62,7 @@ from engine.geometry.rotations import axis_angle_to_matrix
 from engine.io.atomic import file_sha256, uninterruptible, write_safetensors
 from engine.io.output import claim_output
 from engine.jobs.config import require, to_dict
-from engine.map_keys import DYNAMIC_DIR, MapKeyAppearance, MapKeys, write_map_keys
+from engine.map_keys import DYNAMIC_DIR, MapKeyAppearance, MapKeys, map_key_files
 from engine.maps import gaussian_uvs, sample_maps, write_maps
 from engine.model.appearance_drivers import make_drivers
 from engine.model.gaussians import place_gaussians
@@ -330,14 +330,15 @@ class Baker:
             log.warning("map shape keys: no key changes the maps by key_min_effect = %g; none written",
                         self.cfg.key_min_effect)
             keys = None
+        npz_files = {}
         if keys is not None:
-            extra["dynamic"] = write_map_keys(self.folder.maps_dir, keys, stats)
+            npz_files, extra["dynamic"] = map_key_files(keys, stats)
         exr_files = {}
         if self.pbr_maps:
             maps, pbr_extra, exr_files = self._pbr_outputs(maps)
             extra.update(pbr_extra)
         path = write_maps(self.folder.maps_dir, maps, extra=extra, keep_backups=self.cfg.keep_backups,
-                          exr_files=exr_files)
+                          exr_files=exr_files, npz_files=npz_files)
         if keys is None and (self.folder.maps_dir / DYNAMIC_DIR).is_dir():
             shutil.rmtree(self.folder.maps_dir / DYNAMIC_DIR)  # a previous bake's keys
         weights = {f"net.{k}": v for k, v in self.net.state_dict().items()}

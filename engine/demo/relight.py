@@ -20,9 +20,10 @@ and under the training light for both — the relightable avatar's engine render
 environment (what training fitted), its FATE Splats render under the learnt World and under the
 training rig rebuilt from Blender lights.
 
-Frames. The tracker crops the video (one square crop for the clip, ``tracking/report.json``), so
-the Cycles frames under the held-out lights are cropped the same way (:func:`crop_like_dataset`)
-before they are compared with renders of the tracked avatar.
+Frames. The tracker crops the video (one square crop for the clip, ``tracking/report.json``) and
+masks each frame (the person, and the fitted head); the Cycles frames under the held-out lights
+are cropped the same way (:func:`crop_like_dataset`) and composited on white with the test
+frame's mask, so that they show what the training-light test frames show, lit otherwise.
 
 Exposure. Frames under one light cannot tell a bright light on a dark face from the reverse; the
 relightable avatar's albedo-scale gauge (``engine/train/pbr_losses.py``: the mean learnt
@@ -226,7 +227,9 @@ def relight_metrics(out: Path, avatar: Path, names: list[str]) -> dict:
     seq = load_sequence(out / "dataset")
     crop = dataset_crop(out / "dataset")  # the Cycles frames → the tracked images' frame
     index = {n: i for i, n in enumerate(seq.frame_names)}
-    gts = [seq.load_image(index[n], background=(1.0, 1.0, 1.0))[0].numpy().astype(np.float32) for n in names]
+    loaded = [seq.load_image(index[n], background=(1.0, 1.0, 1.0)) for n in names]
+    gts = [img.numpy().astype(np.float32) for img, _ in loaded]
+    masks = [m.numpy().astype(np.float32) for _, m in loaded]  # the tracker's person/head masks
     static = _load_folder(renders / "test_blender_baked", names)
     blender = renders / "relight_blender"
     _, pbr_engine = render_test_frames(avatar, torch.device("cpu"), from_maps=True)
@@ -238,7 +241,8 @@ def relight_metrics(out: Path, avatar: Path, names: list[str]) -> dict:
     held = {}
     sheet_rows = []
     for rig in HELD_OUT:
-        truth = [crop_like_dataset(t, crop) for t in _load_folder(out / "work" / "relight_cycles" / rig, names)]
+        truth = [crop_like_dataset(t, crop) * a + (1 - a)  # what the dataset keeps of the frame
+                 for t, a in zip(_load_folder(out / "work" / "relight_cycles" / rig, names), masks)]
         pbr = [expose(r, gain) for r in _load_rgba(blender / rig, names)]
         m_pbr, m_static = image_metrics(pbr, truth), image_metrics(static, truth)
         held[rig] = {"pbr": m_pbr, "static": m_static, "gain_db": round(m_pbr["psnr"] - m_static["psnr"], 3)}
