@@ -42,7 +42,13 @@ from torch import Tensor
 from engine.avatar_folder import AvatarFolder
 from engine.bake import dynamic
 from engine.bake.bakenet import make_bakenet
-from engine.bake.channels import CHANNELS, ScaleNorm, activate, raw_from_maps, standardise
+from engine.bake.channels import (
+    CHANNELS,
+    ScaleNorm,
+    activate,
+    raw_from_maps,
+    standardise,
+)
 from engine.bake.config import BakeConfig
 from engine.bake.direct_fit import direct_fit_maps, gaussian_blur
 from engine.bake.guards import (
@@ -52,6 +58,7 @@ from engine.bake.guards import (
     load_bake_checkpoint,
 )
 from engine.bake.key_fit import headgas_keys, map_keys_from_maps
+from engine.bake.pbr_shading import shade_baked
 from engine.bake.pseudo_views import complete_full_head, seen_visibility_map
 from engine.data import load_sequence
 from engine.data.frames import FrameImages, FrameSchedule, resize_sequence
@@ -226,7 +233,7 @@ class Baker:
                             vals["opacity"], vals["scale"], local_rot, vals["offset"])
         colors = g.colors
         if av.shading is not None:  # relightable: the baked albedo shaded under the learnt light
-            colors = av.shading.shade(g, local_rot, self.pbr_values["roughness"], self.pbr_values["f0"], cam).colors
+            colors = shade_baked(av.shading, g, local_rot, self.pbr_values, cam)
         return rasterize(g.means, g.covars, g.opacities, colors, cam, self.background, backend=self.cfg.rasterizer)
 
     # ------------------------------------------------------------------ loop

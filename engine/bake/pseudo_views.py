@@ -46,6 +46,7 @@ from engine.bake import dynamic
 from engine.bake.bakenet import make_bakenet
 from engine.bake.channels import raw_from_maps, standardise
 from engine.bake.completion import complete_maps, texel_visibility
+from engine.bake.pbr_shading import shade_baked
 from engine.errors import CancelledError, CompletionError
 from engine.geometry.cameras import Camera, look_at_opencv
 from engine.geometry.rotations import axis_angle_to_matrix
@@ -301,12 +302,19 @@ class FullHead:
                          int(tr["width"]), int(tr["height"]))
 
     def render(self, vals: dict[str, Tensor], verts: Tensor, cam: Camera, background: Tensor, colors=None):
-        """Rasterises the Gaussians with map values ``vals`` on ``verts``."""
+        """Rasterises the Gaussians with map values ``vals`` on ``verts``; a relightable avatar's
+        albedo is shaded under its learnt light for ``cam``, as the real frames are
+        (:meth:`engine.bake.baker.Baker.render`), unless ``colors`` replaces the colour (the
+        visibility and surface passes)."""
         av = self.av
+        local_rot = axis_angle_to_matrix(vals["rotation"])
         g = place_gaussians(verts, av.faces, av.gaussians.face_idx, av.gaussians.bary,
                             vals["color"] if colors is None else colors, vals["opacity"], vals["scale"],
-                            axis_angle_to_matrix(vals["rotation"]), vals["offset"])
-        return rasterize(g.means, g.covars, g.opacities, g.colors, cam, background, backend=self.cfg.rasterizer)
+                            local_rot, vals["offset"])
+        shaded = g.colors
+        if colors is None and av.shading is not None:
+            shaded = shade_baked(av.shading, g, local_rot, self.b.pbr_values, cam)
+        return rasterize(g.means, g.covars, g.opacities, shaded, cam, background, backend=self.cfg.rasterizer)
 
     @torch.no_grad()
     def request(self, vals, verts, cams, views, gaussian_vis: Tensor) -> PseudoViews:

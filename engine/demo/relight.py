@@ -44,7 +44,12 @@ from pathlib import Path
 import numpy as np
 
 from engine.demo.config import DemoConfig
-from engine.demo.report import contact_sheet, image_metrics, load_rgb, render_test_frames
+from engine.demo.report import (
+    contact_sheet,
+    image_metrics,
+    load_rgb,
+    render_test_frames,
+)
 from engine.demo.stages import StageClock, run_stage_process
 
 log = logging.getLogger(__name__)

@@ -49,6 +49,8 @@ import torch
 
 from engine.demo.config import PRESETS, DemoConfig
 from engine.demo.dataset import write_dataset
+from engine.demo.relight import run_relight
+from engine.demo.relight import summary as relight_summary
 from engine.demo.report import (
     contact_sheet,
     cpu_name,
@@ -58,8 +60,6 @@ from engine.demo.report import (
 )
 from engine.demo.stages import REPO, StageClock, blender_python, run_stage_process
 from engine.demo.subject import write_subject
-from engine.demo.relight import run_relight
-from engine.demo.relight import summary as relight_summary
 from engine.demo.views import back_view_row, run_full_head_stage, run_views_stage
 from engine.errors import ConfigError
 from engine.io.video import check_video_writer, write_mp4

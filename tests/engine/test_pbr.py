@@ -166,6 +166,39 @@ def test_relit_render_changes_where_the_light_moves():
     assert halves[0] < -0.1 and halves[1] > 0.1, halves
 
 
+def test_bake_shading_trains_the_albedo_and_not_the_normals():
+    """engine.bake.pbr_shading.shade_baked: the same colours as the model's shading, gradients into
+    the albedo, none into the rotation and scale through the shading normals (an image gradient
+    there, with no normal prior in the bake, drove a CPU main job's rotation maps to ±5e18)."""
+    from engine.bake.pbr_shading import shade_baked
+    from engine.geometry.cameras import Camera
+    from engine.geometry.rotations import axis_angle_to_matrix
+    from engine.model.gaussians import WorldGaussians
+    from engine.model.pbr import PBRAppearance
+
+    n = 64
+    gen = torch.Generator().manual_seed(1)
+    aa = (0.3 * torch.randn(n, 3, generator=gen)).requires_grad_()
+    scales = torch.tensor([0.01, 0.008, 0.002]).repeat(n, 1).requires_grad_()
+    albedo = torch.rand(n, 3, generator=gen).requires_grad_()
+    rot = axis_angle_to_matrix(aa)
+    covars = (rot * scales[:, None].square()) @ rot.transpose(-1, -2)
+    means = torch.tensor([0.0, 0.0, 0.5]) + 0.05 * torch.randn(n, 3, generator=gen)
+    world = WorldGaussians(means, covars, albedo, torch.full((n,), 0.9), scales, rot)
+    cam = Camera(torch.eye(4), torch.tensor([[120.0, 0, 32], [0, 120.0, 32], [0, 0, 1]]), 64, 64)
+    rad = torch.rand(16, 32, 3, generator=gen) * 2
+    app = PBRAppearance(Environment.from_radiance(rad))
+    pbr = {"roughness": torch.full((n,), 0.5), "f0": torch.full((n,), 0.04)}
+    ours = shade_baked(app, world, rot, pbr, cam)
+    theirs = app.shade(world, rot, pbr["roughness"], pbr["f0"], cam).colors
+    torch.testing.assert_close(ours, theirs)
+    ours.sum().backward()
+    assert float(albedo.grad.abs().sum()) > 0
+    assert aa.grad is None and scales.grad is None
+    theirs.sum().backward()  # the model's own shading does reach them (what training regularises)
+    assert float(aa.grad.abs().sum()) > 0
+
+
 def test_albedo_edit_changes_only_the_splats_bound_there():
     """Painting a UV box of the albedo map changes the albedo (and the shaded colour) of exactly the
     Gaussians whose bilinear footprint touches the box; every other Gaussian is bit-identical."""
