@@ -117,6 +117,9 @@ class Baker:
         gen = torch.Generator().manual_seed(cfg.seed)
         self.net_input = (torch.rand(1, 11, cfg.resolution, cfg.resolution, generator=gen) * 2 - 1).to(self.device)
         self.base_raw: Tensor | None = None
+        self.update_mask: Tensor | None = None
+        """[1, 11, R, R] in [0, 1]: what share of the network's output each raw texel takes (the
+        full-head stage: 1 − the seen weight, engine.bake.pseudo_views), None = all of it."""
         if cfg.init == "direct":
             self._init_from_direct_fit()
         self.pbr_maps = self._pbr_maps() if av.shading is not None else {}
@@ -198,6 +201,8 @@ class Baker:
                 a, b = CHANNELS["color"][0], CHANNELS["opacity"][1]
                 raw_e = self.net(torch.cat([self.net_input, self.cond.frame_map(frame)], dim=1))
                 raw = torch.cat([raw[:, :a], raw_e[:, a:b], raw[:, b:]], dim=1)
+        if self.update_mask is not None:  # the full-head fine-tune changes only what was invented
+            raw = raw * self.update_mask
         if self.base_raw is not None:
             raw = raw + self.base_raw
         return activate(raw[0], self.scale_norm, self.loaded.avatar.gaussians.shell)
@@ -354,6 +359,8 @@ class Baker:
             weights.update(self.cond.state())
         if self.base_raw is not None:
             weights["base_raw"] = self.base_raw
+        if self.update_mask is not None:
+            weights["update_mask"] = self.update_mask
         write_safetensors(self.folder.path(self.folder.BAKENET), weights)
         return path
 

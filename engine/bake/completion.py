@@ -143,6 +143,26 @@ VERTICAL = 0.1
 """Relative weight of vertical mesh edges in the fill (:func:`harmonic_fill`)."""
 
 
+def seen_weights(vertex_vis: Tensor, head, resolution: int, opacity_vis: Tensor | None = None) -> dict[str, Tensor]:
+    """How much of its baked (seen) value each texel keeps in the completion, per map (module
+    doc): ``smoothstep(visibility)`` between :data:`SEEN_LO` and :data:`SEEN_HI`, for opacity
+    between :data:`OPACITY_SEEN_LO` and :data:`OPACITY_SEEN_HI` of ``opacity_vis``.
+
+    Args:
+        vertex_vis: per-vertex visibility [V]; opacity_vis: the any-angle one [V] (None = vertex_vis).
+        head: the head model (``uvs``, ``faces_all``, ``faces_uv_all``).
+        resolution: R.
+    Returns:
+        map name → weight in [0, 1] [R, R, 1] float32 (1 = the baked value is kept).
+    """
+    uvs, faces, faces_uv = head.uvs, head.faces_all, head.faces_uv_all
+    seen = _texels_from_vertices(smoothstep(vertex_vis.float())[:, None], uvs, faces, faces_uv, resolution)
+    ovis = (vertex_vis if opacity_vis is None else opacity_vis).float()
+    seen_opacity = _texels_from_vertices(smoothstep(ovis, OPACITY_SEEN_LO, OPACITY_SEEN_HI)[:, None],
+                                         uvs, faces, faces_uv, resolution)
+    return {name: (seen_opacity if name == "opacity" else seen) for name in MAP_SPECS}
+
+
 @torch.no_grad()
 def complete_maps(maps: dict[str, Tensor], vertex_vis: Tensor, head, closed_opacity: float = 0.995,
                   weight: float = 100.0, vertical: float = VERTICAL,
@@ -163,10 +183,7 @@ def complete_maps(maps: dict[str, Tensor], vertex_vis: Tensor, head, closed_opac
     """
     R = next(iter(maps.values())).shape[0]
     uvs, faces, faces_uv, V = head.uvs, head.faces_all, head.faces_uv_all, head.num_vertices
-    seen = _texels_from_vertices(smoothstep(vertex_vis.float())[:, None], uvs, faces, faces_uv, R)
-    ovis = (vertex_vis if opacity_vis is None else opacity_vis).float()
-    seen_opacity = _texels_from_vertices(smoothstep(ovis, OPACITY_SEEN_LO, OPACITY_SEEN_HI)[:, None],
-                                         uvs, faces, faces_uv, R)
+    keep = seen_weights(vertex_vis, head, R, opacity_vis)
     conf = smoothstep(vertex_vis.float()).numpy()
     out = {}
     for name in MAP_SPECS:
@@ -183,7 +200,7 @@ def complete_maps(maps: dict[str, Tensor], vertex_vis: Tensor, head, closed_opac
             fill = _texels_from_vertices(x, uvs, faces, faces_uv, R)
             if name == "scale":
                 fill = fill.exp()
-        w = seen_opacity if name == "opacity" else seen
+        w = keep[name]
         blended = w * m + (1 - w) * fill
         out[name] = blended if maps[name].ndim == 3 else blended[..., 0]
     return out

@@ -73,6 +73,11 @@ class BakeConfig:
     with the real frames (engine.bake.pseudo_views); False = the seen-only bake"""
     full_head_steps: int = 200
     """pseudo-view + real-frame step pairs of the full-head fine-tune (0 = fill only)"""
+    full_head_keep_seen: bool = True
+    """the fine-tune changes only what the video never saw: its network output is weighted by
+    1 − the texel's seen weight, so seen texels keep their baked value (false = FATE's: every
+    texel, the real frames keeping their loss; on the CPU main job that cost the test frames
+    2 dB). Not applied with dynamic_maps (the stage's network relearns the expression maps)"""
     completion_generator: str = ""
     """module:function of a generative completion (docs/COMPLETION.md): it gets the completed
     avatar's novel views and masks and returns the images to fine-tune on; empty = built-in"""

@@ -36,7 +36,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -44,8 +44,8 @@ from torch import Tensor
 
 from engine.bake import dynamic
 from engine.bake.bakenet import make_bakenet
-from engine.bake.channels import raw_from_maps, standardise
-from engine.bake.completion import complete_maps, texel_visibility
+from engine.bake.channels import CHANNELS, raw_from_maps, standardise
+from engine.bake.completion import complete_maps, seen_weights, texel_visibility
 from engine.bake.pbr_shading import shade_baked
 from engine.errors import CancelledError, CompletionError
 from engine.geometry.cameras import Camera, look_at_opencv
@@ -56,6 +56,7 @@ from engine.model.visibility import (
     Visibility,
     evenly_spaced,
     load_visibility,
+    over_background,
     tracking_visibility,
 )
 from engine.raster import rasterize
@@ -372,6 +373,16 @@ class FullHead:
             loss = loss + cfg.scale_weight * scale_ratio_loss(vals["scale"], cfg.scale_ratio)
         return loss
 
+    def update_mask(self, vertex_vis: Tensor, opacity_vis: Tensor, resolution: int) -> Tensor:
+        """[1, 11, R, R]: per raw channel, 1 − the texel's seen weight in the completion
+        (:func:`engine.bake.completion.seen_weights`): seen texels keep their baked value through the
+        fine-tune, invented ones take all of it (``BakeConfig.full_head_keep_seen``)."""
+        keep = seen_weights(vertex_vis.cpu(), self.head, resolution, opacity_vis.cpu())
+        mask = torch.zeros(1, 11, resolution, resolution)
+        for name, (a, b) in CHANNELS.items():
+            mask[0, a:b] = (1.0 - keep[name][..., 0])[None]
+        return mask.to(self.device)
+
     def lr(self, k: int) -> float:
         """``lr`` decaying exponentially to the bake's final lr over the stage's steps."""
         cfg = self.cfg
@@ -390,12 +401,18 @@ class FullHead:
         # Gaussians paint pixels of a training view counts fully, however grazing (full_cos 0) and
         # even turned away (min_cos −1: beyond the true silhouette the rim of a too-large mesh is
         # back-facing, and still in view); the rendered weights alone decide occlusion
-        seen_any = tracking_visibility(self.av, b.loaded.tracking, evenly_spaced(b.train_idx, 32), self.device,
+        frames = evenly_spaced(b.train_idx, 32)
+        seen_any = tracking_visibility(self.av, b.loaded.tracking, frames, self.device,
                                        cfg.rasterizer, min_cos=SEEN_ANY_MIN_COS, full_cos=0.0)
+        # nor where a training frame shows background at the surface (outside the silhouette)
+        outside = over_background(self.av, b.loaded.tracking, lambda i: b.seq.load_image(i)[1], frames, self.device)
+        seen_any = replace(seen_any, vertex=torch.maximum(seen_any.vertex.cpu(), outside))
         completed = complete_maps({k: v.cpu() for k, v in seen.items()}, vis.vertex, self.head,
                                   opacity_vis=seen_any.vertex.cpu())
         raw = raw_from_maps(completed, b.scale_norm, shell)
         b.base_raw = raw[None].to(self.device)
+        if cfg.full_head_keep_seen and b.cond is None:  # the fine-tune changes only what was invented
+            b.update_mask = self.update_mask(vis.vertex, seen_any.vertex, raw.shape[-1])
         b.net_input = standardise(raw)[None].to(self.device)
         extra_in = dynamic.CHANNELS if b.cond is not None else 0  # dynamic_maps: the conditioning channels
         b.net = make_bakenet("residual", cfg.base_channels, cfg.depth, in_channels=11 + extra_in).to(self.device)

@@ -258,6 +258,52 @@ def tracking_visibility(avatar, tracking: dict, indices: list[int], device: torc
                                     min_cos, full_cos)
 
 
+BACKGROUND_MASK = 0.1
+"""A frame's mask below this at a vertex's projection: the frame shows background there."""
+
+
+@torch.no_grad()
+def over_background(avatar, tracking: dict, mask_of, indices: list[int], device: torch.device,
+                    threshold: float = BACKGROUND_MASK) -> Tensor:
+    """Per vertex, whether some training frame shows *background* where the vertex projects (its
+    person mask below ``threshold``, inside the image): the surface there lies outside the
+    person's silhouette (a visual-hull test), whatever the occlusion, so training made it
+    see-through on purpose — a tracked mesh larger than the head, a neck below the mask's cut.
+
+    Args:
+        avatar: the loaded avatar (``posed_vertices``, ``head.num_vertices``).
+        tracking: ``tracking.npz`` arrays (shape, expr, pose, translation, viewmat, K, width, height).
+        mask_of: frame index → its mask [H, W, 1] float in [0, 1] (any size: sampled at the
+            vertex's relative image position).
+        indices: the frames to test.
+        device: torch device.
+        threshold: see :data:`BACKGROUND_MASK`.
+    Returns:
+        float32 [V] on the CPU: 1 where some frame shows background at the vertex, else 0.
+    """
+    V = int(avatar.head.num_vertices)
+    out = torch.zeros(V, dtype=torch.bool, device=device)
+    shape = torch.as_tensor(tracking["shape"], device=device)
+    W, H = int(tracking["width"]), int(tracking["height"])
+    for i in indices:
+        expr = torch.as_tensor(tracking["expr"][i], device=device)
+        pose = torch.as_tensor(tracking["pose"][i], device=device)
+        trans = torch.as_tensor(tracking["translation"][i], device=device)
+        verts, _ = avatar.posed_vertices(shape[None], expr[None], pose[None], trans[None])
+        vm = torch.as_tensor(tracking["viewmat"][i], device=device).float()
+        K = torch.as_tensor(tracking["K"][i], device=device).float()
+        cam = verts[0].float() @ vm[:3, :3].T + vm[:3, 3]
+        z = cam[:, 2].clamp_min(1e-6)
+        x, y = K[0, 0] * cam[:, 0] / z + K[0, 2], K[1, 1] * cam[:, 1] / z + K[1, 2]
+        m = torch.as_tensor(mask_of(i), device=device).float()
+        h, w = m.shape[:2]
+        col, row = (x / W * w).floor().long(), (y / H * h).floor().long()
+        inside = (cam[:, 2] > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        val = m[row.clamp(0, h - 1), col.clamp(0, w - 1), 0]
+        out |= inside & (val < threshold)
+    return out.float().cpu()
+
+
 def save_visibility(folder: Path, vis: Visibility) -> Path:
     """Writes ``<folder>/visibility.safetensors`` (atomic). Returns its path."""
     from engine.io.atomic import write_safetensors

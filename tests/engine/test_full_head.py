@@ -185,6 +185,34 @@ def test_seen_at_all_counts_turned_away_faces_in_view_but_not_hidden_ones():
     assert per_quad(min_cos=0.0)[1] == 0.0  # the facing test alone calls the turned-away quad unseen
 
 
+def test_over_background_flags_surface_outside_the_silhouette_only():
+    """engine.model.visibility.over_background: a vertex that projects onto a frame's background
+    (mask 0) is flagged; on the person (mask 1) or outside the image it is not; one frame of
+    background is enough."""
+    from types import SimpleNamespace
+
+    from engine.model.visibility import over_background
+
+    verts = torch.tensor([[-0.05, 0.0, 0.5], [0.05, 0.0, 0.5], [0.5, 0.0, 0.5], [0.0, 0.0, 0.5]])
+
+    class Still:
+        head = SimpleNamespace(num_vertices=len(verts))
+
+        def posed_vertices(self, shape, expr, pose, trans):
+            return (verts + trans[:, None])[None][0], None
+
+    T = 2
+    K = np.array([[100.0, 0, 32], [0, 100.0, 32], [0, 0, 1]])
+    tracking = {"shape": np.zeros(3), "expr": np.zeros((T, 2)), "pose": np.zeros((T, 3)),
+                "translation": np.zeros((T, 3)), "viewmat": np.stack([np.eye(4)] * T), "K": np.stack([K] * T),
+                "width": 64, "height": 64}
+    masks = {0: torch.ones(64, 64, 1), 1: torch.ones(128, 128, 1)}  # frame 1's mask at twice the size
+    masks[1][:, :64] = 0.0  # background on the image's left half: vertex 0 (x = 22 px of 64)
+    out = over_background(Still(), tracking, lambda i: masks[i], [0, 1], torch.device("cpu"))
+    assert out.tolist() == [1.0, 0.0, 0.0, 0.0]  # left: background; right: person; 2: outside; 3: centre
+    assert over_background(Still(), tracking, lambda i: masks[i], [0], torch.device("cpu")).sum() == 0
+
+
 # ---------------------------------------------------------------------- completion
 def test_completed_maps_are_closed_and_keep_what_was_seen(trained_avatar):
     from engine.avatar_folder import load_avatar
@@ -246,6 +274,32 @@ def test_bake_writes_the_visibility_map(completed_avatar):
     assert v.shape == (128, 128, 1) and 0 <= float(v.min()) and float(v.max()) <= 1 + 1e-6  # EXR float round-off
     assert (completed_avatar / "maps" / "visibility.png").is_file()
     assert (completed_avatar / "maps_seen.safetensors").is_file()
+
+
+def test_fine_tune_keeps_what_the_video_saw(completed_avatar):
+    """BakeConfig.full_head_keep_seen (default): texels the video saw (seen weight 1) leave the
+    pseudo-view fine-tune with their seen bake's values; invented texels changed."""
+    from safetensors.torch import load_file
+
+    from engine.avatar_folder import load_avatar
+    from engine.bake.completion import seen_weights
+    from engine.maps import MAP_SPECS, load_maps
+    from engine.model.visibility import load_visibility
+
+    seen = load_file(str(completed_avatar / "maps_seen.safetensors"))
+    final, _ = load_maps(completed_avatar / "maps")
+    loaded = load_avatar(completed_avatar)
+    vis = load_visibility(completed_avatar, len(loaded.avatar.gaussians))
+    R = final["color"].shape[0]
+    keep = seen_weights(vis.vertex, loaded.avatar.head, R)["color"][..., 0]
+    kept, invented = keep > 0.999, keep < 0.001
+    assert int(kept.sum()) > 500 and int(invented.sum()) > 500, (int(kept.sum()), int(invented.sum()))
+    for name in ("color", "scale", "rotation"):
+        f, s_ = final[name].reshape(R, R, -1), seen[name].reshape(R, R, -1)
+        torch.testing.assert_close(f[kept], s_[kept], atol=2e-3, rtol=1e-3)  # EXR float32 round trip
+    change = (final["color"] - seen["color"]).abs().amax(-1)
+    assert float(change[invented].mean()) > 0.01  # the fill (and the fine-tune) painted the unseen
+    assert set(MAP_SPECS) <= set(final)
 
 
 def test_completion_covers_the_back_and_keeps_the_front(full_head_numbers):
