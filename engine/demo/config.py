@@ -60,9 +60,13 @@ class DemoConfig:
     dynamic_appearance: bool = True
     """the subject's appearance changes with the expression: forehead wrinkles, smile lines, mouth
     interior with teeth, lid creases, blended in its Cycles material by its shape keys (issue 19)"""
-    appearance: Literal["static", "headgas"] = "headgas"
-    """the avatar's appearance model (TrainConfig.appearance): "headgas" learns the expression-
-    dependent appearance, its bake writes map shape keys that Blender blends"""
+    appearance: Literal["static", "headgas"] = "static"
+    """the avatar's appearance model (TrainConfig.appearance): "static" is FATE's; "headgas" learns
+    the expression-dependent appearance and its bake writes map shape keys that Blender blends
+    (issue 19; docs/benchmarks.md). Not the default: the demo's video never shows the neutral face
+    (expression norm ≥ 0.9 in every frame), and HeadGaS's neutral — what the full-head views, the
+    pseudo views and an artist's zeroed shape keys show — drifts see-through (mean opacity 0.13,
+    0.23 in a frame)"""
     relight: bool = True
     """also train a relightable (``pbr``) avatar and test it against Cycles under held-out lights
     (issue 18, engine/demo/relight.py)"""

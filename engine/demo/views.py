@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.bake.pseudo_views import DEFAULT_VIEWS, orbit_rig, ring_viewmats
+from engine.bake.pseudo_views import DEFAULT_VIEWS, OrbitRig, orbit_rig, ring_viewmats
 
 BUCKETS = {"front": ((0.0, 30.0), (330.0, 360.0)), "sides": ((60.0, 120.0), (240.0, 300.0)),
            "back": ((150.0, 210.0),)}
@@ -84,7 +84,9 @@ def write_views_subject(folder: Path, subject: Path, yaws: int, pitch_deg: float
               viewmat=mats.astype(np.float32), K=np.repeat(np.asarray(rig.K, np.float32)[None], n, 0),
               width=tr["width"], height=tr["height"], frame_names=np.array([v["name"] for v in views], dtype=np.str_),
               split=np.zeros(n, np.int8))
-    write_json(folder / "views.json", {"format": "fate-demo-views", "format_version": 1, "views": views})
+    write_json(folder / "views.json", {"format": "fate-demo-views", "format_version": 1, "views": views,
+                                       "rig": {"centre": list(rig.centre), "radius": rig.radius,
+                                               "width": rig.width, "height": rig.height}})
     return views
 
 
@@ -101,12 +103,26 @@ def read_views(views_dir: Path, kind: str | None = None) -> list[dict]:
     return [v for v in views if kind is None or v["set"] == kind]
 
 
+def read_views_rig(views_dir: Path) -> dict | None:
+    """views.json's orbit around the true head (centre, radius in meters, image size), or None
+    (older files)."""
+    return json.loads((Path(views_dir) / "views.json").read_text()).get("rig")
+
+
 # ---------------------------------------------------------------------- rendering and metrics
 @torch.no_grad()
 def render_views(avatar_dir: Path, views: list[dict], device: torch.device, from_maps: bool,
-                 maps_dir: Path | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                 maps_dir: Path | None = None, rig: dict | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """The avatar at neutral expression and pose from each view, over white.
 
+    Args:
+        rig: the views' orbit around the true head (:func:`read_views_rig`). Given, each view is
+            placed around the *avatar's* neutral head instead — the same (yaw, pitch), radius,
+            intrinsics and image size, centred on the bounding-box centre of the avatar's head
+            model at its tracked shape (:func:`engine.bake.pseudo_views.orbit_rig`'s centre): a
+            tracked avatar lives in its tracker's frame, not the subject's, and the raw view
+            cameras would measure that registration instead of the head. None: the views'
+            own cameras (exact parameters: the same).
     Returns:
         per view (rgb [H, W, 3], alpha [H, W]) float32.
     """
@@ -123,10 +139,19 @@ def render_views(avatar_dir: Path, views: list[dict], device: torch.device, from
     expr = torch.zeros(av.blendshapes.delta_exprdirs.shape[-1], device=device)
     pose = torch.zeros(av.head.num_joints * 3, device=device)
     white = torch.ones(3, device=device)
+    width, height = int(tr["width"]), int(tr["height"])
+    mats = [np.asarray(v["viewmat"], np.float64) for v in views]
+    if rig is not None:
+        verts, _ = av.flame(shape[None], expr[None], pose[None])
+        v0 = verts[0].cpu().numpy()
+        own = OrbitRig(tuple(float(c) for c in 0.5 * (v0.min(0) + v0.max(0))), float(rig["radius"]),
+                       tuple(tuple(r) for r in views[0]["K"]), int(rig["width"]), int(rig["height"]))
+        mats = list(ring_viewmats(own, [(v["yaw"], v["pitch"]) for v in views]))
+        width, height = own.width, own.height
     out = []
-    for v in views:
-        cam = Camera(torch.tensor(v["viewmat"], dtype=torch.float32, device=device),
-                     torch.tensor(v["K"], dtype=torch.float32, device=device), int(tr["width"]), int(tr["height"]))
+    for v, m in zip(views, mats):
+        cam = Camera(torch.tensor(m, dtype=torch.float32, device=device),
+                     torch.tensor(v["K"], dtype=torch.float32, device=device), width, height)
         r = av.render(shape, expr, pose, torch.zeros(3, device=device), cam, white)
         out.append((r.image.clamp(0, 1).cpu().numpy().astype(np.float32), r.alpha[..., 0].clamp(0, 1).cpu().numpy()))
     return out
@@ -156,13 +181,14 @@ def full_head_report(avatars: dict[str, tuple[Path, bool, Path | None]], views_d
     """
     from engine.io.images import read_image, write_png
 
-    views = read_views(views_dir, "eval")
+    views, rig = read_views(views_dir, "eval"), read_views_rig(views_dir)
     truths = [read_image(Path(views_dir) / f"{v['name']}.png") for v in views]
     report: dict = {"views": [{"name": v["name"], "yaw": v["yaw"], "pitch": v["pitch"]} for v in views],
                     "buckets": {k: [list(r) for r in rs] for k, rs in BUCKETS.items()},
-                    "true_head_alpha": 0.5, "covered_alpha": 0.9}
+                    "true_head_alpha": 0.5, "covered_alpha": 0.9,
+                    "cameras": "around each avatar's own head" if rig is not None else "the views' own"}
     for label, (folder, from_maps, maps_dir) in avatars.items():
-        rendered = render_views(folder, views, device, from_maps, maps_dir)
+        rendered = render_views(folder, views, device, from_maps, maps_dir, rig)
         per_view = [view_metrics(rgb, a, t) for (rgb, a), t in zip(rendered, truths)]
         if renders is not None:
             for v, (rgb, _) in zip(views, rendered):
