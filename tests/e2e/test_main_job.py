@@ -176,9 +176,11 @@ def test_full_head_against_the_true_back(demo):
         assert len(list((out / "renders" / f"views_{label}").glob("*.png"))) == len(fh["views"])
     t, c = fh["trained"], fh["completed"]
     # the see-through back and sides of the trained avatar are closed by the completion (64², 150
-    # training steps: measured coverage trained 0.45 / 0.28, completed 0.93 / 0.68 at back / sides)
-    assert c["back"]["coverage"] > t["back"]["coverage"] + 0.2
-    assert c["sides"]["coverage"] > t["sides"]["coverage"] + 0.2
+    # training steps, views around each avatar's own head: measured coverage trained 0.19 / 0.14,
+    # completed 0.55 / 0.33 at back / sides; the test preset's short training leaves most of the
+    # head below alpha 0.9 even where it was seen)
+    assert c["back"]["coverage"] > t["back"]["coverage"] + 0.25
+    assert c["sides"]["coverage"] > t["sides"]["coverage"] + 0.12
     assert (out / "avatar" / "maps" / "visibility.exr").is_file()
     assert (out / "work" / "views" / "views.json").is_file()
 
