@@ -261,14 +261,19 @@ def tracking_visibility(avatar, tracking: dict, indices: list[int], device: torc
 BACKGROUND_MASK = 0.1
 """A frame's mask below this at a vertex's projection: the frame shows background there."""
 
+BACKGROUND_MARGIN = 2
+"""… and within this many mask pixels around it (the person dilated first): a vertex on the
+true silhouette, half over the background, is not outside it."""
+
 
 @torch.no_grad()
 def over_background(avatar, tracking: dict, mask_of, indices: list[int], device: torch.device,
                     threshold: float = BACKGROUND_MASK) -> Tensor:
     """Per vertex, whether some training frame shows *background* where the vertex projects (its
     person mask below ``threshold``, inside the image): the surface there lies outside the
-    person's silhouette (a visual-hull test), whatever the occlusion, so training made it
-    see-through on purpose — a tracked mesh larger than the head, a neck below the mask's cut.
+    person's silhouette (a visual-hull test, the person dilated by :data:`BACKGROUND_MARGIN`
+    pixels), whatever the occlusion, so training made it see-through on purpose — a tracked mesh
+    larger than the head, a neck below the mask's cut.
 
     Args:
         avatar: the loaded avatar (``posed_vertices``, ``head.num_vertices``).
@@ -296,6 +301,9 @@ def over_background(avatar, tracking: dict, mask_of, indices: list[int], device:
         z = cam[:, 2].clamp_min(1e-6)
         x, y = K[0, 0] * cam[:, 0] / z + K[0, 2], K[1, 1] * cam[:, 1] / z + K[1, 2]
         m = torch.as_tensor(mask_of(i), device=device).float()
+        k = 2 * BACKGROUND_MARGIN + 1  # the person dilated by the margin
+        m = torch.nn.functional.max_pool2d(m.permute(2, 0, 1)[None], k, stride=1, padding=BACKGROUND_MARGIN)[0]
+        m = m.permute(1, 2, 0)
         h, w = m.shape[:2]
         col, row = (x / W * w).floor().long(), (y / H * h).floor().long()
         inside = (cam[:, 2] > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)

@@ -207,9 +207,16 @@ def test_over_background_flags_surface_outside_the_silhouette_only():
                 "translation": np.zeros((T, 3)), "viewmat": np.stack([np.eye(4)] * T), "K": np.stack([K] * T),
                 "width": 64, "height": 64}
     masks = {0: torch.ones(64, 64, 1), 1: torch.ones(128, 128, 1)}  # frame 1's mask at twice the size
-    masks[1][:, :64] = 0.0  # background on the image's left half: vertex 0 (x = 22 px of 64)
+    masks[1][:, :60] = 0.0  # background left of x = 30 px (of 64): vertex 0 (x = 22 px)
     out = over_background(Still(), tracking, lambda i: masks[i], [0, 1], torch.device("cpu"))
     assert out.tolist() == [1.0, 0.0, 0.0, 0.0]  # left: background; right: person; 2: outside; 3: centre
+    # vertex 0 projects to column 44 of a 128² mask; background there, the person from column 46:
+    # within BACKGROUND_MARGIN of the silhouette, so not outside it (a silhouette vertex)
+    near = torch.ones(128, 128, 1)
+    near[:, :46] = 0.0
+    assert over_background(Still(), tracking, lambda i: near, [0], torch.device("cpu"))[0] == 0
+    near[:, :50] = 0.0  # the person from column 50: outside
+    assert over_background(Still(), tracking, lambda i: near, [0], torch.device("cpu"))[0] == 1
     assert over_background(Still(), tracking, lambda i: masks[i], [0], torch.device("cpu")).sum() == 0
 
 
@@ -306,27 +313,28 @@ def test_completion_covers_the_back_and_keeps_the_front(full_head_numbers):
     t, c = full_head_numbers["trained"], full_head_numbers["completed"]
     # measured (1000-step avatar, 100 + 40-pair bake, 128²; docs/benchmarks.md), PSNR / coverage:
     # trained 30.57/0.966 front, 18.58/0.778 and 18.54/0.770 sides, 17.67/0.926 back; completed
-    # 28.16/0.978, 20.37/0.955, 19.94/0.938, 15.90/0.969 (opacity closed only where no training
-    # view painted the surface at all; closing grazing-seen rims too gave 0.961/0.955 at the sides
-    # but cost the tracked main job 1.9 dB at the front). The see-through sides close and gain
-    # ~1.5 dB; the back is covered but its fill colour is worse than the trained avatar's (the
-    # issue's PSNR targets are missed, see the benchmarks); the front pays the bake's and the
-    # fine-tune's cost.
+    # 28.01/0.971, 20.30/0.906, 19.84/0.886, 15.88/0.964. Opacity is closed only where no training
+    # view painted the surface at all, and the fine-tune changes only invented texels
+    # (full_head_keep_seen): before those two, the sides reached 0.961/0.955 but the tracked main
+    # job's test frames lost 3.3 dB more. The see-through sides close and gain ~1.5 dB; the back is
+    # covered but its fill colour is worse than the trained avatar's (the issue's PSNR and coverage
+    # targets are missed, see the benchmarks); the front pays the bake's cost.
     for yaw in (90.0, 180.0, 270.0):
-        assert c[yaw]["coverage"] >= 0.92, (yaw, c[yaw])
+        assert c[yaw]["coverage"] >= 0.87, (yaw, c[yaw])
     for yaw in (90.0, 270.0):
         assert c[yaw]["coverage"] > t[yaw]["coverage"] + 0.1, (yaw, t[yaw], c[yaw])
         assert c[yaw]["psnr"] > t[yaw]["psnr"] + 1.0, (yaw, t[yaw], c[yaw])
     assert c[180.0]["coverage"] > t[180.0]["coverage"] + 0.03
-    assert c[0.0]["psnr"] > t[0.0]["psnr"] - 3.0  # a guard: measured -2.3 dB (target -0.3 dB, missed)
+    assert c[0.0]["psnr"] > t[0.0]["psnr"] - 3.0  # a guard: measured -2.6 dB, the bake and the completion (target -0.3 dB, missed)
 
 
 def test_oracle_generator_is_the_ceiling(full_head_numbers):
     c, o = full_head_numbers["completed"], full_head_numbers["oracle"]
-    # measured +0.23 / +0.29 / +0.25 dB at 90° / 180° / 270° (oracle 20.60 / 16.19 / 20.18): the
-    # 40-pair fine-tune is too short to reach the truth (the issue's 24 dB target is missed)
+    # measured +1.9 / +2.7 / +1.7 dB at 90° / 180° / 270° (oracle 22.19 / 18.60 / 21.55; +0.2–0.3 dB
+    # before the fine-tune was kept to invented texels): the 40-pair fine-tune is still too short to
+    # reach the truth (the issue's 24 dB target is missed)
     for yaw in (90.0, 180.0, 270.0):
-        assert o[yaw]["psnr"] > c[yaw]["psnr"] + 0.1, (yaw, c[yaw], o[yaw])
+        assert o[yaw]["psnr"] > c[yaw]["psnr"] + 1.0, (yaw, c[yaw], o[yaw])
 
 
 # ---------------------------------------------------------------------- generators
