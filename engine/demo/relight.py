@@ -200,20 +200,11 @@ def dataset_crop(dataset: Path):
 
 def crop_like_dataset(img: np.ndarray, crop) -> np.ndarray:
     """A video frame composited on white [H, W, 3] float → the dataset's image of it: the
-    tracker's crop (padding white, as the composited background) resized like
-    :meth:`engine.track.crop.Crop.apply` (area filter when shrinking). [R, R, 3] float32"""
-    import cv2
-
+    tracker's crop (:meth:`engine.track.crop.Crop.apply`, padding white like the composited
+    background); unchanged when ``crop`` is None. [R, R, 3] float32"""
     if crop is None:
         return img
-    h, w = img.shape[:2]
-    x0, y0, n = crop.x0, crop.y0, crop.side
-    sub = np.ones((n, n, 3), np.float32)
-    fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + n, w), min(y0 + n, h)
-    if fx1 > fx0 and fy1 > fy0:
-        sub[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0] = img[fy0:fy1, fx0:fx1]
-    interp = cv2.INTER_AREA if n > crop.resolution else cv2.INTER_LINEAR
-    return cv2.resize(sub, (crop.resolution, crop.resolution), interpolation=interp)
+    return crop.apply(np.ascontiguousarray(img, np.float32), fill=1.0)
 
 
 def relight_metrics(out: Path, avatar: Path, names: list[str]) -> dict:

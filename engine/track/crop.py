@@ -49,13 +49,14 @@ class Crop:
         c = self.to_crop(np.array([frame_width / 2.0, frame_height / 2.0]))
         return np.array([[focal * s, 0.0, c[0]], [0.0, focal * s, c[1]], [0.0, 0.0, 1.0]])
 
-    def apply(self, frame: np.ndarray) -> np.ndarray:
-        """The crop of an RGB uint8 frame [H, W, 3], resized to [resolution, resolution, 3]."""
+    def apply(self, frame: np.ndarray, fill: float = 0) -> np.ndarray:
+        """The crop of a frame [H, W, C] (uint8 RGB from the video, or float), resized to
+        [resolution, resolution, C] (area filter when shrinking); outside the frame: ``fill``."""
         import cv2
 
         h, w = frame.shape[:2]
         x0, y0, n = self.x0, self.y0, self.side
-        sub = np.zeros((n, n, 3), np.uint8)
+        sub = np.full((n, n) + frame.shape[2:], fill, frame.dtype)
         fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + n, w), min(y0 + n, h)
         if fx1 > fx0 and fy1 > fy0:
             sub[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0] = frame[fy0:fy1, fx0:fx1]

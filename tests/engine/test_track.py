@@ -415,3 +415,20 @@ def test_cancel_keeps_the_finished_stages_and_resume_reuses_them(tmp_path, demo_
     rep = json.loads((tmp_path / "ds" / "tracking" / "report.json").read_text())
     assert "detect" not in rep["seconds"] and "fit" in rep["seconds"] and rep["frames"] == 6
     assert not (tmp_path / ".ds.partial").exists()
+
+
+def test_crop_pads_with_its_fill_and_keeps_the_dtype():
+    """Crop.apply: the video's uint8 frames pad black (as the tracker crops them); the relighting
+    test's float frames on white pad white, so a held-out Cycles frame crops like a tracked one."""
+    import numpy as np
+
+    from engine.track.crop import Crop
+
+    c = Crop(-10, -5, 40, 20)  # 10 px left of and 5 px above a 30² frame
+    frame = np.full((30, 30, 3), 200, np.uint8)
+    out = c.apply(frame)
+    assert out.dtype == np.uint8 and out.shape == (20, 20, 3)
+    assert out[0, 0].tolist() == [0, 0, 0] and out[10, 10].tolist() == [200, 200, 200]
+    f = c.apply(frame.astype(np.float32) / 255, fill=1.0)
+    assert f.dtype == np.float32 and f[0, 0].tolist() == [1.0, 1.0, 1.0]
+    assert abs(float(f[10, 10, 0]) - 200 / 255) < 1e-6
