@@ -186,16 +186,28 @@ def expose(rgba: np.ndarray, gain: float) -> np.ndarray:
 
 def dataset_crop(dataset: Path):
     """The tracker's clip-wide crop of the video frames (``tracking/report.json``), or None when
-    the dataset's images are the frames themselves (``--track false``)."""
+    the dataset's images are the frames themselves (``--track false``).
+
+    Raises:
+        DemoError: the report is unreadable or has no valid ``crop`` (naming the file).
+    """
     import json
 
+    from engine.errors import DemoError
     from engine.track.crop import Crop
 
     report = Path(dataset) / "tracking" / "report.json"
     if not report.is_file():
         return None
-    c = json.loads(report.read_text())["crop"]
-    return Crop(int(c["x0"]), int(c["y0"]), int(c["side"]), int(c["resolution"]))
+    try:
+        c = json.loads(report.read_text())["crop"]
+        crop = Crop(int(c["x0"]), int(c["y0"]), int(c["side"]), int(c["resolution"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DemoError(f"{report}: no readable crop ({type(exc).__name__}: {exc}); the relighting test "
+                        "needs the tracker's crop to compare the held-out frames") from exc
+    if crop.side < 1 or crop.resolution < 1:
+        raise DemoError(f"{report}: crop side and resolution must be >= 1, found {crop.side}, {crop.resolution}")
+    return crop
 
 
 def crop_like_dataset(img: np.ndarray, crop) -> np.ndarray:

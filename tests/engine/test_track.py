@@ -432,3 +432,24 @@ def test_crop_pads_with_its_fill_and_keeps_the_dtype():
     f = c.apply(frame.astype(np.float32) / 255, fill=1.0)
     assert f.dtype == np.float32 and f[0, 0].tolist() == [1.0, 1.0, 1.0]
     assert abs(float(f[10, 10, 0]) - 200 / 255) < 1e-6
+
+
+def test_relighting_test_reads_the_trackers_crop_or_names_the_bad_report(tmp_path):
+    """engine.demo.relight.dataset_crop: the crop from tracking/report.json; None without a
+    report (exact parameters); a report without a valid crop is refused, naming the file."""
+    import json
+
+    import pytest
+
+    from engine.demo.relight import dataset_crop
+    from engine.errors import DemoError
+    from engine.track.crop import Crop
+
+    assert dataset_crop(tmp_path) is None
+    (tmp_path / "tracking").mkdir()
+    rep = tmp_path / "tracking" / "report.json"
+    rep.write_text(json.dumps({"crop": {"x0": -3, "y0": 4, "side": 100, "resolution": 64}}))
+    assert dataset_crop(tmp_path) == Crop(-3, 4, 100, 64)
+    rep.write_text(json.dumps({"crop": {"x0": 1}}))
+    with pytest.raises(DemoError, match="report.json"):
+        dataset_crop(tmp_path)
